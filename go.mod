@@ -1,0 +1,3 @@
+module hotfleet
+
+go 1.26

@@ -1,0 +1,60 @@
+// Package testenv lets tests state what they need from the machine (root,
+// gcc) and builds the C programs under test. Outside CI a missing need skips
+// the test; in CI (CI=true) it fails it, so nothing silently goes untested.
+package testenv
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// InCI reports whether the tests run in CI, where every need must be met.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+func missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("CI=true but "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// NeedRoot needs the test to run as root (ptrace of arbitrary processes,
+// changing credentials).
+func NeedRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		missing(t, "the test needs root (ptrace); run it as root")
+	}
+}
+
+// NeedGCC needs the system C compiler.
+func NeedGCC(t testing.TB) string {
+	t.Helper()
+	cc, err := exec.LookPath("gcc")
+	if err != nil {
+		missing(t, "the test needs gcc: %v", err)
+	}
+	return cc
+}
+
+// CC compiles C sources with gcc into out (an object when args hold "-c"),
+// failing the test with gcc's own output when it does not compile.
+func CC(t testing.TB, out string, args ...string) string {
+	t.Helper()
+	cc := NeedGCC(t)
+	if !filepath.IsAbs(out) {
+		out = filepath.Join(t.TempDir(), out)
+	}
+	cmd := exec.Command(cc, append(args, "-o", out)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Stdout = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("gcc %v: %v\n%s", args, err, stderr.String())
+	}
+	return out
+}
