@@ -1,0 +1,1 @@
+int seed(int x) { return x * 7; }
