@@ -1,0 +1,413 @@
+package crashtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"hotfleet/internal/testenv"
+)
+
+const (
+	// numTrials is how many times hotfleet is killed mid-operation: the issue
+	// asks for at least 200, and 240 keep the test near three minutes on two
+	// cores.
+	numTrials = 240
+	// trialsPerTarget is how many trials one target process lives through, so
+	// damage that accumulates (leaked regions, drifting registers) shows up.
+	trialsPerTarget = numTrials / 3
+	// cmdTimeout bounds one hotfleet run: the engine's busy deadline (10s)
+	// plus room for a loaded machine.
+	cmdTimeout = 60 * time.Second
+	// timingRuns is how many uninterrupted apply/revert pairs measure how long
+	// an operation takes, which bounds the random kill delays.
+	timingRuns = 3
+)
+
+var seedFlag = flag.Uint64("seed", 0, "random seed for the kill delays (0: from the clock)")
+
+// applyFailpoints and revertFailpoints are the engine's named points on the
+// way of each operation (docs/engine.md). Failpoints a run does not reach
+// leave it uninterrupted, which the test counts too.
+var (
+	applyFailpoints  = []string{"prepared", "busy", "switching", "site:1", "site:2", "site:3", "site:4", "site:5", "applied"}
+	revertFailpoints = []string{"reverting", "switching", "site:1", "site:3", "site:5", "reverted"}
+)
+
+// run is one finished hotfleet process.
+type run struct {
+	args      []string
+	failpoint string
+	killAfter time.Duration // < 0: not killed by the test
+	killed    bool          // died of SIGKILL, from the test or its failpoint
+	exitCode  int
+	stdout    string
+	stderr    string
+	took      time.Duration
+}
+
+func (r run) String() string {
+	s := "hotfleet " + strings.Join(r.args, " ")
+	if r.failpoint != "" {
+		s = "HOTFLEET_FAILPOINT=" + r.failpoint + " " + s
+	}
+	if r.killAfter >= 0 {
+		s += fmt.Sprintf(" (SIGKILL after %v)", r.killAfter)
+	}
+	return s
+}
+
+func (r run) outcome() string {
+	switch {
+	case r.killed:
+		return "killed"
+	case r.exitCode == 0:
+		return "completed"
+	}
+	return "failed"
+}
+
+// hotfleet runs the hotfleet binary, optionally with a failpoint, and kills it
+// with SIGKILL after killAfter unless that is negative.
+func hotfleet(ctx context.Context, failpoint string, killAfter time.Duration, args ...string) (run, error) {
+	ctx, cancel := context.WithTimeout(ctx, cmdTimeout)
+	defer cancel()
+	r := run{args: args, failpoint: failpoint, killAfter: killAfter}
+	cmd := exec.CommandContext(ctx, hotfleetBin, args...)
+	cmd.Env = os.Environ()
+	if failpoint != "" {
+		cmd.Env = append(cmd.Env, "HOTFLEET_FAILPOINT="+failpoint)
+	}
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return r, fmt.Errorf("start %v: %w", r, err)
+	}
+	if killAfter >= 0 {
+		timer := time.AfterFunc(killAfter, func() { cmd.Process.Signal(syscall.SIGKILL) })
+		defer timer.Stop()
+	}
+	err := cmd.Wait()
+	r.took = time.Since(start)
+	r.stdout, r.stderr = stdout.String(), stderr.String()
+	if ctx.Err() != nil {
+		return r, fmt.Errorf("%v did not finish within %v; stderr: %s", r, cmdTimeout, r.stderr)
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+		r.killed = true
+		return r, nil
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.exitCode = ee.ExitCode()
+		return r, nil
+	}
+	return r, err
+}
+
+// region is the part of one entry of 'hotfleet patch status --json' the test
+// relies on.
+type region struct {
+	PatchID    string `json:"patch_id"`
+	Level      uint32 `json:"level"`
+	State      string `json:"state"`
+	Consistent bool   `json:"consistent"`
+	Problem    string `json:"problem"`
+}
+
+// knownStates are the states a region header can hold (livepatch contract).
+var knownStates = map[string]bool{
+	"prepared": true, "switching": true, "applied": true,
+	"reverting": true, "reverted": true, "superseded": true,
+}
+
+// status runs 'hotfleet patch status --pid PID --json' and returns the state
+// of the test's patch: "none" when the process holds no region for it.
+func status(ctx context.Context, pid int) (string, region, error) {
+	r, err := hotfleet(ctx, "", -1, "patch", "status", "--pid", strconv.Itoa(pid), "--json")
+	if err != nil {
+		return "", region{}, err
+	}
+	if r.exitCode != 0 {
+		return "", region{}, fmt.Errorf("%v exited with %d: %s", r, r.exitCode, r.stderr)
+	}
+	regions, err := parseStatus([]byte(r.stdout))
+	if err != nil {
+		return "", region{}, fmt.Errorf("%v: %w; output: %s", r, err, r.stdout)
+	}
+	found := "none"
+	var reg region
+	for _, g := range regions {
+		if !knownStates[g.State] {
+			return "", g, fmt.Errorf("%v: region of patch %s has unknown state %q; output: %s", r, g.PatchID, g.State, r.stdout)
+		}
+		if g.PatchID != patchID {
+			return "", g, fmt.Errorf("%v: unexpected patch %q in a process only %s ever touched; output: %s", r, g.PatchID, patchID, r.stdout)
+		}
+		// Several regions may remain (older, reverted ones); the live one
+		// decides what runs.
+		if found == "none" || live(g.State) {
+			found, reg = g.State, g
+		}
+	}
+	return found, reg, nil
+}
+
+// live reports whether a region in this state may hold switched sites.
+func live(state string) bool {
+	return state == "applied" || state == "switching" || state == "reverting"
+}
+
+// parseStatus accepts the status output as a list of regions, or an object
+// holding one ("regions"/"patches"/"applied").
+func parseStatus(out []byte) ([]region, error) {
+	var list []region
+	if err := json.Unmarshal(out, &list); err == nil {
+		return list, nil
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(out, &obj); err != nil {
+		return nil, fmt.Errorf("status output is not JSON: %w", err)
+	}
+	for _, k := range []string{"regions", "patches", "applied"} {
+		if raw, ok := obj[k]; ok {
+			if string(raw) == "null" {
+				return nil, nil
+			}
+			if err := json.Unmarshal(raw, &list); err != nil {
+				return nil, fmt.Errorf("status output field %q: %w", k, err)
+			}
+			return list, nil
+		}
+	}
+	return nil, errors.New("status output holds no list of regions")
+}
+
+// expectCode is the code the target must run when status reports state, and
+// whether status pins it down at all: in the middle of a switch either side
+// is fine, as long as the process is not half patched.
+func expectCode(state string) (codeState, bool) {
+	switch state {
+	case "applied":
+		return allNew, true
+	case "none", "prepared", "reverted", "superseded":
+		return allOld, true
+	}
+	return 0, false
+}
+
+// counts is a histogram printed at the end.
+type counts map[string]int
+
+func (c counts) String() string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  %4d  %s\n", c[k], k)
+	}
+	return b.String()
+}
+
+// TestCrashConsistency kills hotfleet apply and revert at random moments and
+// at every failpoint, and checks after each kill that the target lives, runs
+// consistently old or new code, that status describes what is left, and that
+// the next hotfleet run finishes or undoes the interrupted operation.
+func TestCrashConsistency(t *testing.T) {
+	testenv.NeedRoot(t)
+	testenv.NeedGCC(t)
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	seed := *seedFlag
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (rerun with -args -seed %d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	ctx := context.Background()
+	begin := time.Now()
+
+	phases := counts{}   // what the kill interrupted, by status after the kill
+	outcomes := counts{} // how the killed run ended and what the next run did
+	var fpIdx [2]int
+
+	var (
+		tg       *target
+		prog     program
+		applied  bool // what the target runs now
+		duration [2]time.Duration
+	)
+	const opApply, opRevert = 0, 1
+	pidArg := func() string { return strconv.Itoa(tg.pid) }
+	opArgs := func(op int) []string {
+		if op == opApply {
+			return []string{"patch", "apply", prog.bundle, "--pid", pidArg()}
+		}
+		return []string{"patch", "revert", patchID, "--pid", pidArg()}
+	}
+	mustCheck := func(when string, want codeState) {
+		t.Helper()
+		got, err := tg.check()
+		if err != nil {
+			t.Fatalf("%s: %v", when, err)
+		}
+		if got != want {
+			t.Fatalf("%s: target runs %v code, want %v", when, got, want)
+		}
+	}
+
+	for trial := 0; trial < numTrials; trial++ {
+		if trial%trialsPerTarget == 0 {
+			if tg != nil {
+				if err := tg.finish(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			v := variants[(trial/trialsPerTarget)%len(variants)]
+			prog = buildProgram(t, v)
+			tg = startTarget(t, prog.exe)
+			mustCheck("fresh target "+v.name, allOld)
+			// Measure uninterrupted runs: they bound the random kill delays,
+			// and show the operations work at all before anything is killed.
+			duration = [2]time.Duration{}
+			for i := 0; i < timingRuns; i++ {
+				for op := opApply; op <= opRevert; op++ {
+					r, err := hotfleet(ctx, "", -1, opArgs(op)...)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r.exitCode != 0 {
+						t.Fatalf("uninterrupted %v failed with exit status %d: %s", r, r.exitCode, r.stderr)
+					}
+					duration[op] = max(duration[op], r.took)
+					mustCheck(fmt.Sprintf("after uninterrupted %v", r), [2]codeState{allNew, allOld}[op])
+				}
+			}
+			applied = false
+			t.Logf("target %s (pid %d): uninterrupted apply takes up to %v, revert %v", v.name, tg.pid, duration[opApply], duration[opRevert])
+		}
+
+		op := opApply
+		if applied {
+			op = opRevert
+		}
+		opName := [2]string{"apply", "revert"}[op]
+
+		// Even trials kill at a random moment, odd ones at a failpoint.
+		var r run
+		var err error
+		mode := "random"
+		if trial%2 == 0 {
+			delay := time.Duration(rng.Int64N(int64(duration[op]) + 1))
+			r, err = hotfleet(ctx, "", delay, opArgs(op)...)
+		} else {
+			fps := [2][]string{applyFailpoints, revertFailpoints}[op]
+			fp := fps[fpIdx[op]%len(fps)]
+			fpIdx[op]++
+			mode = "failpoint " + fp
+			r, err = hotfleet(ctx, fp, -1, opArgs(op)...)
+		}
+		if err != nil {
+			t.Fatalf("trial %d: %v", trial, err)
+		}
+		if r.outcome() == "failed" {
+			t.Fatalf("trial %d: %v failed with exit status %d instead of being killed or completing: %s", trial, r, r.exitCode, r.stderr)
+		}
+
+		// Right after the kill: the target lives, runs one side consistently,
+		// and status describes the state.
+		state, reg, err := status(ctx, tg.pid)
+		if err != nil {
+			t.Fatalf("trial %d, after %v (%s): %v", trial, r, r.outcome(), err)
+		}
+		got, err := tg.check()
+		if err != nil {
+			t.Fatalf("trial %d, after %v (%s, status %q): %v", trial, r, r.outcome(), state, err)
+		}
+		if want, ok := expectCode(state); ok && got != want {
+			t.Fatalf("trial %d, after %v (%s): status says %q (%+v) but the target runs %v code", trial, r, r.outcome(), state, reg, got)
+		}
+		if r.outcome() == "completed" {
+			wantState := [2]string{"applied", "reverted"}[op]
+			if !(state == wantState || (op == opRevert && state == "none")) {
+				t.Fatalf("trial %d: %v completed but status says %q (%+v)", trial, r, state, reg)
+			}
+		}
+		phase := state
+		if state != "none" && !reg.Consistent {
+			phase += " (inconsistent: " + reg.Problem + ")"
+		}
+		phases[fmt.Sprintf("%-6s %-20s -> %-9s, left %s", opName, mode, r.outcome(), phase)]++
+
+		// The next run goes to completion: the same operation again, a
+		// recovery, or the opposite operation, in turn.
+		var next []string
+		nextName := ""
+		switch (trial / 2) % 3 {
+		case 0:
+			next, nextName = opArgs(op), opName+" again"
+		case 1:
+			next, nextName = []string{"patch", "status", "--pid", pidArg(), "--json", "--recover"}, "status --recover"
+		default:
+			next, nextName = opArgs(1-op), [2]string{"apply", "revert"}[1-op]+" instead"
+		}
+		nr, err := hotfleet(ctx, "", -1, next...)
+		if err != nil {
+			t.Fatalf("trial %d: %v", trial, err)
+		}
+		after, reg, err := status(ctx, tg.pid)
+		if err != nil {
+			t.Fatalf("trial %d, after %v then %v: %v", trial, r, nr, err)
+		}
+		if after != "none" && !knownFinal(after) {
+			t.Fatalf("trial %d: after %v then %v (exit %d, stderr %q), status still says %q (%+v): the interrupted operation was neither finished nor undone",
+				trial, r, nr, nr.exitCode, nr.stderr, after, reg)
+		}
+		want, _ := expectCode(after)
+		switch {
+		case nr.exitCode == 0 && strings.HasPrefix(nextName, "apply"):
+			if want != allNew {
+				t.Fatalf("trial %d: %v succeeded but status then says %q", trial, nr, after)
+			}
+		case nr.exitCode == 0 && strings.HasPrefix(nextName, "revert"):
+			if want != allOld {
+				t.Fatalf("trial %d: %v succeeded but status then says %q", trial, nr, after)
+			}
+		case nr.exitCode != 0 && strings.HasPrefix(nextName, "revert") && want == allOld:
+			// Reverting what the kill left unapplied: an error that says
+			// so, with the process unchanged, is what a user should get.
+		case nr.exitCode != 0:
+			t.Fatalf("trial %d: after %v, %v failed with exit status %d: %s", trial, r, nr, nr.exitCode, nr.stderr)
+		}
+		mustCheck(fmt.Sprintf("trial %d, after %v then %v (status %q)", trial, r, nr, after), want)
+		applied = want == allNew
+		outcomes[fmt.Sprintf("%-6s %-9s then %-16s -> exit %d, %s", opName, r.outcome(), nextName, nr.exitCode, after)]++
+	}
+	if err := tg.finish(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d trials in %v, seed %d", numTrials, time.Since(begin).Round(time.Second), seed)
+	t.Logf("what each kill interrupted (operation, kill, how the run ended, status right after):\n%v", phases)
+	t.Logf("what the next run did (operation killed, then, exit status and final status):\n%v", outcomes)
+}
+
+// knownFinal reports whether a status state is the end of an operation.
+func knownFinal(state string) bool {
+	return state == "applied" || state == "reverted" || state == "superseded"
+}
