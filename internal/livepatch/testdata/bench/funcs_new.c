@@ -1,0 +1,11 @@
+/* The patched version of funcs_old.c: same shape, new constants. */
+int bf0(int x) { return x * 5 + 900; }
+int bf1(int x) { return x * 5 + 901; }
+int bf2(int x) { return x * 5 + 902; }
+int bf3(int x) { return x * 5 + 903; }
+int bf4(int x) { return x * 5 + 904; }
+int bf5(int x) { return x * 5 + 905; }
+int bf6(int x) { return x * 5 + 906; }
+int bf7(int x) { return x * 5 + 907; }
+int bf8(int x) { return x * 5 + 908; }
+int bf9(int x) { return x * 5 + 909; }
