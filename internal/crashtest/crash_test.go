@@ -42,7 +42,7 @@ var seedFlag = flag.Uint64("seed", 0, "random seed for the kill delays (0: from 
 // leave it uninterrupted, which the test counts too.
 var (
 	applyFailpoints  = []string{"prepared", "busy", "switching", "site:1", "site:2", "site:3", "site:4", "site:5", "applied"}
-	revertFailpoints = []string{"reverting", "switching", "site:1", "site:3", "site:5", "reverted"}
+	revertFailpoints = []string{"reverting", "site:1", "site:2", "site:3", "site:4", "site:5", "reverted"}
 )
 
 // run is one finished hotfleet process.
@@ -120,11 +120,41 @@ func hotfleet(ctx context.Context, failpoint string, killAfter time.Duration, ar
 // region is the part of one entry of 'hotfleet patch status --json' the test
 // relies on.
 type region struct {
-	PatchID    string `json:"patch_id"`
-	Level      uint32 `json:"level"`
-	State      string `json:"state"`
-	Consistent bool   `json:"consistent"`
-	Problem    string `json:"problem"`
+	PatchID    string
+	Level      uint32
+	State      string
+	Consistent bool
+	Problem    string
+}
+
+// UnmarshalJSON accepts the field names in any case, with or without
+// underscores (PatchID, patch_id), so the test checks what status says, not
+// how it spells it.
+func (r *region) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	fields := map[string]any{"patchid": &r.PatchID, "id": &r.PatchID, "level": &r.Level, "state": &r.State, "consistent": &r.Consistent, "problem": &r.Problem}
+	seen := map[string]bool{}
+	for k, v := range raw {
+		key := strings.ToLower(strings.ReplaceAll(k, "_", ""))
+		if dst, ok := fields[key]; ok {
+			if err := json.Unmarshal(v, dst); err != nil {
+				return fmt.Errorf("field %s: %w", k, err)
+			}
+			seen[key] = true
+		}
+	}
+	for _, k := range []string{"state", "consistent"} {
+		if !seen[k] {
+			return fmt.Errorf("region %s has no field %q", b, k)
+		}
+	}
+	if r.PatchID == "" {
+		return fmt.Errorf("region %s names no patch id", b)
+	}
+	return nil
 }
 
 // knownStates are the states a region header can hold (livepatch contract).
@@ -224,6 +254,200 @@ func (c counts) String() string {
 	return b.String()
 }
 
+// maxFailures stops the test after this many failed trials: by then the
+// pattern is clear and more would only bury it.
+const maxFailures = 25
+
+const (
+	opApply  = 0
+	opRevert = 1
+)
+
+var opNames = [2]string{"apply", "revert"}
+
+// crashRun is the state of the test across trials.
+type crashRun struct {
+	t        *testing.T
+	ctx      context.Context
+	rng      *rand.Rand
+	prog     program
+	variant  string
+	tg       *target
+	applied  bool             // what the target runs now
+	duration [2]time.Duration // of uninterrupted apply and revert
+	fpIdx    [2]int
+
+	phases   counts // what each kill interrupted, by status right after it
+	outcomes counts // what the next run did
+	failures counts // failed trials by what was killed where
+}
+
+func (c *crashRun) opArgs(op int) []string {
+	pid := strconv.Itoa(c.tg.pid)
+	if op == opApply {
+		return []string{"patch", "apply", c.prog.bundle, "--pid", pid}
+	}
+	return []string{"patch", "revert", patchID, "--pid", pid}
+}
+
+// checkCode checks the target is healthy and runs want.
+func (c *crashRun) checkCode(want codeState) error {
+	got, err := c.tg.check()
+	if err != nil {
+		return err
+	}
+	if got != want {
+		return fmt.Errorf("target runs %v code, want %v", got, want)
+	}
+	return nil
+}
+
+// newTarget starts a fresh target of the current program, measuring how long
+// uninterrupted operations take when measure is set.
+func (c *crashRun) newTarget(measure bool) {
+	t := c.t
+	t.Helper()
+	if c.tg != nil {
+		select {
+		case <-c.tg.done:
+		default:
+			c.tg.cmd.Process.Kill()
+			<-c.tg.done
+		}
+	}
+	c.tg = startTarget(t, c.prog.exe)
+	c.applied = false
+	if err := c.checkCode(allOld); err != nil {
+		t.Fatalf("fresh %s target: %v", c.variant, err)
+	}
+	if !measure {
+		return
+	}
+	// Uninterrupted runs bound the random kill delays, and show the
+	// operations work at all before anything is killed.
+	c.duration = [2]time.Duration{}
+	for i := 0; i < timingRuns; i++ {
+		for op := opApply; op <= opRevert; op++ {
+			r, err := hotfleet(c.ctx, "", -1, c.opArgs(op)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.exitCode != 0 {
+				t.Fatalf("uninterrupted %v failed with exit status %d: %s", r, r.exitCode, r.stderr)
+			}
+			c.duration[op] = max(c.duration[op], r.took)
+			if err := c.checkCode([2]codeState{allNew, allOld}[op]); err != nil {
+				t.Fatalf("after uninterrupted %v: %v", r, err)
+			}
+		}
+	}
+	t.Logf("%s target (pid %d): uninterrupted apply takes up to %v, revert %v", c.variant, c.tg.pid, c.duration[opApply], c.duration[opRevert])
+}
+
+// trial kills one apply or revert, checks what it left, and runs the next
+// command to completion. key names what was killed where, for the counts.
+func (c *crashRun) trial(n int) (key string, err error) {
+	op := opApply
+	if c.applied {
+		op = opRevert
+	}
+	// Even trials kill at a random moment, odd ones at a failpoint.
+	var r run
+	mode := "random"
+	if n%2 == 0 {
+		delay := time.Duration(c.rng.Int64N(int64(c.duration[op]) + 1))
+		r, err = hotfleet(c.ctx, "", delay, c.opArgs(op)...)
+	} else {
+		fps := [2][]string{applyFailpoints, revertFailpoints}[op]
+		fp := fps[c.fpIdx[op]%len(fps)]
+		c.fpIdx[op]++
+		mode = "failpoint " + fp
+		r, err = hotfleet(c.ctx, fp, -1, c.opArgs(op)...)
+	}
+	key = fmt.Sprintf("%s, %s", opNames[op], mode)
+	if err != nil {
+		return key, err
+	}
+	if r.outcome() == "failed" {
+		return key, fmt.Errorf("%v failed with exit status %d instead of being killed or completing: %s", r, r.exitCode, r.stderr)
+	}
+
+	// Right after the kill: the target lives, runs one side consistently,
+	// and status describes the state.
+	state, reg, err := status(c.ctx, c.tg.pid)
+	if err != nil {
+		return key, fmt.Errorf("after %v (%s): %w", r, r.outcome(), err)
+	}
+	got, err := c.tg.check()
+	if err != nil {
+		return key, fmt.Errorf("after %v (%s, status then said %q): %w", r, r.outcome(), state, err)
+	}
+	if want, ok := expectCode(state); ok && got != want {
+		return key, fmt.Errorf("after %v (%s): status says %q (%+v) but the target runs %v code", r, r.outcome(), state, reg, got)
+	}
+	if r.outcome() == "completed" {
+		wantState := [2]string{"applied", "reverted"}[op]
+		if !(state == wantState || (op == opRevert && state == "none")) {
+			return key, fmt.Errorf("%v completed but status says %q (%+v)", r, state, reg)
+		}
+	}
+	phase := state
+	if state != "none" && !reg.Consistent {
+		phase += " (status: inconsistent)"
+	}
+	c.phases[fmt.Sprintf("%-6s %-20s -> %-9s, status %s", opNames[op], mode, r.outcome(), phase)]++
+
+	// The next run goes to completion: the same operation again, a
+	// recovery, or the opposite operation, in turn.
+	var next []string
+	nextName := ""
+	switch (n / 2) % 3 {
+	case 0:
+		next, nextName = c.opArgs(op), opNames[op]+" again"
+	case 1:
+		next, nextName = []string{"patch", "status", "--pid", strconv.Itoa(c.tg.pid), "--json", "--recover"}, "status --recover"
+	default:
+		next, nextName = c.opArgs(1-op), opNames[1-op]+" instead"
+	}
+	nr, err := hotfleet(c.ctx, "", -1, next...)
+	if err != nil {
+		return key, err
+	}
+	after, reg, err := status(c.ctx, c.tg.pid)
+	if err != nil {
+		return key, fmt.Errorf("after %v then %v: %w", r, nr, err)
+	}
+	if after != "none" && !knownFinal(after) {
+		return key, fmt.Errorf("after %v then %v (exit %d, stderr %q), status still says %q (%+v): the interrupted operation was neither finished nor undone",
+			r, nr, nr.exitCode, nr.stderr, after, reg)
+	}
+	if !reg.Consistent && after != "none" {
+		return key, fmt.Errorf("after %v then %v, status says %q but inconsistent: %s", r, nr, after, reg.Problem)
+	}
+	want, _ := expectCode(after)
+	switch {
+	case nr.exitCode == 0 && strings.HasPrefix(nextName, "apply"):
+		if want != allNew {
+			return key, fmt.Errorf("%v (after %v) succeeded but status then says %q", nr, r, after)
+		}
+	case nr.exitCode == 0 && strings.HasPrefix(nextName, "revert"):
+		if want != allOld {
+			return key, fmt.Errorf("%v (after %v) succeeded but status then says %q", nr, r, after)
+		}
+	case nr.exitCode != 0 && strings.HasPrefix(nextName, "revert") && want == allOld && strings.Contains(nr.stderr, "not applied"):
+		// Reverting what the kill left unapplied: an error that says so,
+		// with the process unchanged, is what a user should get.
+	case nr.exitCode != 0:
+		return key, fmt.Errorf("after %v, %v failed with exit status %d: %s", r, nr, nr.exitCode, nr.stderr)
+	}
+	if err := c.checkCode(want); err != nil {
+		return key, fmt.Errorf("after %v then %v (status %q): %w", r, nr, after, err)
+	}
+	c.applied = want == allNew
+	c.outcomes[fmt.Sprintf("%-6s %-9s then %-16s -> exit %d, status %s", opNames[op], r.outcome(), nextName, nr.exitCode, after)]++
+	return key, nil
+}
+
 // TestCrashConsistency kills hotfleet apply and revert at random moments and
 // at every failpoint, and checks after each kill that the target lives, runs
 // consistently old or new code, that status describes what is left, and that
@@ -239,172 +463,43 @@ func TestCrashConsistency(t *testing.T) {
 		seed = uint64(time.Now().UnixNano())
 	}
 	t.Logf("seed %d (rerun with -args -seed %d)", seed, seed)
-	rng := rand.New(rand.NewPCG(seed, 0))
-	ctx := context.Background()
+	c := &crashRun{
+		t: t, ctx: context.Background(), rng: rand.New(rand.NewPCG(seed, 0)),
+		phases: counts{}, outcomes: counts{}, failures: counts{},
+	}
 	begin := time.Now()
-
-	phases := counts{}   // what the kill interrupted, by status after the kill
-	outcomes := counts{} // how the killed run ended and what the next run did
-	var fpIdx [2]int
-
-	var (
-		tg       *target
-		prog     program
-		applied  bool // what the target runs now
-		duration [2]time.Duration
-	)
-	const opApply, opRevert = 0, 1
-	pidArg := func() string { return strconv.Itoa(tg.pid) }
-	opArgs := func(op int) []string {
-		if op == opApply {
-			return []string{"patch", "apply", prog.bundle, "--pid", pidArg()}
-		}
-		return []string{"patch", "revert", patchID, "--pid", pidArg()}
-	}
-	mustCheck := func(when string, want codeState) {
-		t.Helper()
-		got, err := tg.check()
-		if err != nil {
-			t.Fatalf("%s: %v", when, err)
-		}
-		if got != want {
-			t.Fatalf("%s: target runs %v code, want %v", when, got, want)
-		}
-	}
-
-	for trial := 0; trial < numTrials; trial++ {
-		if trial%trialsPerTarget == 0 {
-			if tg != nil {
-				if err := tg.finish(); err != nil {
-					t.Fatal(err)
+	failed := 0
+	for n := 0; n < numTrials && failed < maxFailures; n++ {
+		if n%trialsPerTarget == 0 {
+			if c.tg != nil {
+				if err := c.tg.finish(); err != nil {
+					t.Error(err)
 				}
 			}
-			v := variants[(trial/trialsPerTarget)%len(variants)]
-			prog = buildProgram(t, v)
-			tg = startTarget(t, prog.exe)
-			mustCheck("fresh target "+v.name, allOld)
-			// Measure uninterrupted runs: they bound the random kill delays,
-			// and show the operations work at all before anything is killed.
-			duration = [2]time.Duration{}
-			for i := 0; i < timingRuns; i++ {
-				for op := opApply; op <= opRevert; op++ {
-					r, err := hotfleet(ctx, "", -1, opArgs(op)...)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if r.exitCode != 0 {
-						t.Fatalf("uninterrupted %v failed with exit status %d: %s", r, r.exitCode, r.stderr)
-					}
-					duration[op] = max(duration[op], r.took)
-					mustCheck(fmt.Sprintf("after uninterrupted %v", r), [2]codeState{allNew, allOld}[op])
-				}
-			}
-			applied = false
-			t.Logf("target %s (pid %d): uninterrupted apply takes up to %v, revert %v", v.name, tg.pid, duration[opApply], duration[opRevert])
+			v := variants[(n/trialsPerTarget)%len(variants)]
+			c.prog, c.variant = buildProgram(t, v), v.name
+			c.tg = nil
+			c.newTarget(true)
 		}
-
-		op := opApply
-		if applied {
-			op = opRevert
-		}
-		opName := [2]string{"apply", "revert"}[op]
-
-		// Even trials kill at a random moment, odd ones at a failpoint.
-		var r run
-		var err error
-		mode := "random"
-		if trial%2 == 0 {
-			delay := time.Duration(rng.Int64N(int64(duration[op]) + 1))
-			r, err = hotfleet(ctx, "", delay, opArgs(op)...)
-		} else {
-			fps := [2][]string{applyFailpoints, revertFailpoints}[op]
-			fp := fps[fpIdx[op]%len(fps)]
-			fpIdx[op]++
-			mode = "failpoint " + fp
-			r, err = hotfleet(ctx, fp, -1, opArgs(op)...)
-		}
+		key, err := c.trial(n)
 		if err != nil {
-			t.Fatalf("trial %d: %v", trial, err)
+			failed++
+			c.failures[key]++
+			t.Errorf("trial %d (%s target): %v", n, c.variant, err)
+			// Go on with a fresh process so one failure does not hide the
+			// pattern of the others.
+			c.newTarget(false)
 		}
-		if r.outcome() == "failed" {
-			t.Fatalf("trial %d: %v failed with exit status %d instead of being killed or completing: %s", trial, r, r.exitCode, r.stderr)
-		}
-
-		// Right after the kill: the target lives, runs one side consistently,
-		// and status describes the state.
-		state, reg, err := status(ctx, tg.pid)
-		if err != nil {
-			t.Fatalf("trial %d, after %v (%s): %v", trial, r, r.outcome(), err)
-		}
-		got, err := tg.check()
-		if err != nil {
-			t.Fatalf("trial %d, after %v (%s, status %q): %v", trial, r, r.outcome(), state, err)
-		}
-		if want, ok := expectCode(state); ok && got != want {
-			t.Fatalf("trial %d, after %v (%s): status says %q (%+v) but the target runs %v code", trial, r, r.outcome(), state, reg, got)
-		}
-		if r.outcome() == "completed" {
-			wantState := [2]string{"applied", "reverted"}[op]
-			if !(state == wantState || (op == opRevert && state == "none")) {
-				t.Fatalf("trial %d: %v completed but status says %q (%+v)", trial, r, state, reg)
-			}
-		}
-		phase := state
-		if state != "none" && !reg.Consistent {
-			phase += " (inconsistent: " + reg.Problem + ")"
-		}
-		phases[fmt.Sprintf("%-6s %-20s -> %-9s, left %s", opName, mode, r.outcome(), phase)]++
-
-		// The next run goes to completion: the same operation again, a
-		// recovery, or the opposite operation, in turn.
-		var next []string
-		nextName := ""
-		switch (trial / 2) % 3 {
-		case 0:
-			next, nextName = opArgs(op), opName+" again"
-		case 1:
-			next, nextName = []string{"patch", "status", "--pid", pidArg(), "--json", "--recover"}, "status --recover"
-		default:
-			next, nextName = opArgs(1-op), [2]string{"apply", "revert"}[1-op]+" instead"
-		}
-		nr, err := hotfleet(ctx, "", -1, next...)
-		if err != nil {
-			t.Fatalf("trial %d: %v", trial, err)
-		}
-		after, reg, err := status(ctx, tg.pid)
-		if err != nil {
-			t.Fatalf("trial %d, after %v then %v: %v", trial, r, nr, err)
-		}
-		if after != "none" && !knownFinal(after) {
-			t.Fatalf("trial %d: after %v then %v (exit %d, stderr %q), status still says %q (%+v): the interrupted operation was neither finished nor undone",
-				trial, r, nr, nr.exitCode, nr.stderr, after, reg)
-		}
-		want, _ := expectCode(after)
-		switch {
-		case nr.exitCode == 0 && strings.HasPrefix(nextName, "apply"):
-			if want != allNew {
-				t.Fatalf("trial %d: %v succeeded but status then says %q", trial, nr, after)
-			}
-		case nr.exitCode == 0 && strings.HasPrefix(nextName, "revert"):
-			if want != allOld {
-				t.Fatalf("trial %d: %v succeeded but status then says %q", trial, nr, after)
-			}
-		case nr.exitCode != 0 && strings.HasPrefix(nextName, "revert") && want == allOld:
-			// Reverting what the kill left unapplied: an error that says
-			// so, with the process unchanged, is what a user should get.
-		case nr.exitCode != 0:
-			t.Fatalf("trial %d: after %v, %v failed with exit status %d: %s", trial, r, nr, nr.exitCode, nr.stderr)
-		}
-		mustCheck(fmt.Sprintf("trial %d, after %v then %v (status %q)", trial, r, nr, after), want)
-		applied = want == allNew
-		outcomes[fmt.Sprintf("%-6s %-9s then %-16s -> exit %d, %s", opName, r.outcome(), nextName, nr.exitCode, after)]++
 	}
-	if err := tg.finish(); err != nil {
-		t.Fatal(err)
+	if err := c.tg.finish(); err != nil {
+		t.Error(err)
 	}
-	t.Logf("%d trials in %v, seed %d", numTrials, time.Since(begin).Round(time.Second), seed)
-	t.Logf("what each kill interrupted (operation, kill, how the run ended, status right after):\n%v", phases)
-	t.Logf("what the next run did (operation killed, then, exit status and final status):\n%v", outcomes)
+	t.Logf("%d trials (%d failed) in %v, seed %d", numTrials, failed, time.Since(begin).Round(time.Second), seed)
+	t.Logf("what each kill interrupted (operation, kill, how the run ended, status right after):\n%v", c.phases)
+	t.Logf("what the next run did (operation killed, then, exit status and final status):\n%v", c.outcomes)
+	if failed > 0 {
+		t.Logf("failed trials by what was killed where:\n%v", c.failures)
+	}
 }
 
 // knownFinal reports whether a status state is the end of an operation.
