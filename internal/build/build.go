@@ -1,0 +1,746 @@
+// Package build is the hotfleet patch builder. It compares two builds of one
+// source file (orig.o and fixed.o, compiled with -ffunction-sections
+// -fdata-sections), finds the functions that changed, and links their new code
+// against the exact target binary, producing a bundle.Module whose only
+// unresolved references are base-relative fixups the agent applies.
+//
+// Trust: the inputs are the patch author's own files. They are still parsed
+// through internal/elfx, so a corrupt file gives an error, not a crash. The
+// builder refuses, naming the symbol, everything it cannot patch safely; it
+// never leaves a reference unresolved or a change out.
+package build
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"hotfleet/internal/bundle"
+	"hotfleet/internal/elfx"
+)
+
+// ErrRefused is wrapped by every error about a change the builder cannot
+// turn into a hot patch; the message says which symbol and what to do.
+var ErrRefused = errors.New("cannot build a hot patch")
+
+// Layout constants.
+const (
+	funcAlign = 16 // keeps the new code's alignment at least what gcc gave it
+	stubSize  = 8  // jmp *rel32(%rip) is 6 bytes; padded with int3
+	slotSize  = 8  // one GOT slot holds one address
+)
+
+// Options describe one build.
+type Options struct {
+	Target      string // executable or shared library the processes run
+	Orig        string // original source file's object
+	Patched     string // fixed source file's object
+	ID          string
+	Level       uint32
+	CVEs        []string
+	Description string
+	// Quiescent asks for quiescent consistency for the whole module;
+	// QuiescentFuncs for the named changed functions only.
+	Quiescent      bool
+	QuiescentFuncs []string
+}
+
+// Change is one function the bundle replaces.
+type Change struct {
+	Name    string
+	File    string // source file, for static functions
+	Site    uint64
+	OldSize uint64
+	NewSize uint64
+}
+
+// Data is one piece of read-only data copied into the bundle.
+type Data struct {
+	Name string // section name, or the string literal for strings
+	Size int
+}
+
+// Result is what a build produced, for the author to check.
+type Result struct {
+	Bundle      *bundle.Bundle
+	Changed     []Change
+	New         []string
+	Cold        []string
+	Rodata      []Data
+	RodataBytes int
+	Stubs       []string // imported functions called through a new PLT stub
+	GOTSlots    []string // local GOT slots created for GOTPCREL references
+}
+
+// Build builds the patch described by opts.
+func Build(ctx context.Context, opts Options) (*Result, error) {
+	if opts.Target == "" || opts.Orig == "" || opts.Patched == "" {
+		return nil, errors.New("build: target, orig and patched objects are all required")
+	}
+	tgt, err := openTarget(opts.Target)
+	if err != nil {
+		return nil, err
+	}
+	defer tgt.close()
+	orig, err := openObject(opts.Orig, "orig")
+	if err != nil {
+		return nil, err
+	}
+	defer orig.close()
+	fixed, err := openObject(opts.Patched, "patched")
+	if err != nil {
+		return nil, err
+	}
+	defer fixed.close()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b := &builder{opts: opts, tgt: tgt, orig: orig, fixed: fixed, res: &Result{}, placed: map[int]uint64{}, stubIdx: map[string]int{}, slotIdx: map[string]int{}}
+	if err := b.checkData(); err != nil {
+		return nil, err
+	}
+	if err := b.diff(); err != nil {
+		return nil, err
+	}
+	if err := b.link(); err != nil {
+		return nil, err
+	}
+	return b.res, nil
+}
+
+type builder struct {
+	opts  Options
+	tgt   *target
+	orig  *object
+	fixed *object
+	res   *Result
+
+	changed []*elfx.Symbol // in fixed
+	newFns  []*elfx.Symbol
+
+	code    []byte
+	placed  map[int]uint64 // fixed.o section index -> offset in code
+	order   []int          // included sections in layout order
+	fixups  []bundle.Fixup
+	pending []pendingRef
+
+	stubs   []stub
+	stubIdx map[string]int
+	slots   []slot
+	slotIdx map[string]int
+}
+
+// stub is a PLT-like jump through the target's GOT slot for an import.
+type stub struct {
+	name string
+	slot uint64
+}
+
+// slot is a GOT slot in the bundle holding the address of a module symbol
+// (module=true, addr = link-time vaddr) or of bundle code (addr = offset).
+type slot struct {
+	name   string
+	module bool
+	addr   uint64
+}
+
+// ref names a place in the bundle whose offset is only known after layout.
+type ref struct {
+	kind int // refSection, refStub, refSlot
+	idx  int
+	add  int64
+}
+
+const (
+	refSection = iota
+	refStub
+	refSlot
+)
+
+// pendingRef is a relocation against bundle code, resolved after layout:
+// PC-relative ones are written now-relative, absolute ones become region fixups.
+type pendingRef struct {
+	at     uint64
+	typ    elf.R_X86_64
+	addend int64
+	to     ref
+	where  string
+}
+
+// checkData refuses changes to writable data and TLS that a hot patch cannot
+// carry: the running process already has its own copy of that data.
+func (b *builder) checkData() error {
+	for key, fs := range b.fixed.objects {
+		os, ok := b.orig.objects[key]
+		fk := b.fixed.kind(int(fs.Section))
+		if fs.Type == elf.STT_TLS || fk == secTLS {
+			if !ok {
+				return fmt.Errorf("%w: fixed.o adds the thread-local variable %s; a hot patch cannot add TLS to running threads; keep the state elsewhere (a shadow variable keyed by thread)", ErrRefused, fs.Name)
+			}
+		}
+		if !ok {
+			if _, err := b.tgt.lookup(fs.Name, fs.Bind == elf.STB_LOCAL, b.orig.file); err == nil {
+				continue
+			}
+			return fmt.Errorf("%w: fixed.o adds the writable variable %s, which the running processes do not have; a hot patch cannot add writable data: keep the new state in a shadow variable (allocated on first use by the new code)", ErrRefused, fs.Name)
+		}
+		if os.Size != fs.Size {
+			return fmt.Errorf("%w: variable %s changes size from %d to %d bytes; running processes keep the old layout; keep the old variable and put new fields in a shadow variable", ErrRefused, fs.Name, os.Size, fs.Size)
+		}
+		ob, err := b.orig.symBytes(os)
+		if err != nil {
+			return err
+		}
+		fb, err := b.fixed.symBytes(fs)
+		if err != nil {
+			return err
+		}
+		ok1, err := b.sameRelocs(os, fs)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(ob, fb) || !ok1 {
+			return fmt.Errorf("%w: the initial value of %s changed; running processes already hold (and may have modified) its current value, so a hot patch cannot change it: set the new value from the new code, or ship the change as a restart update", ErrRefused, fs.Name)
+		}
+	}
+	return nil
+}
+
+func (b *builder) sameRelocs(os, fs *elfx.Symbol) (bool, error) {
+	a := b.orig.relocsIn(int(os.Section), os.Value, os.Value+os.Size)
+	c := b.fixed.relocsIn(int(fs.Section), fs.Value, fs.Value+fs.Size)
+	if len(a) != len(c) {
+		return false, nil
+	}
+	for i := range a {
+		ka, aa, err := b.orig.targetKey(a[i], 0)
+		if err != nil {
+			return false, err
+		}
+		kc, ac, err := b.fixed.targetKey(c[i], 0)
+		if err != nil {
+			return false, err
+		}
+		if ka != kc || aa != ac || a[i].Type != c[i].Type || a[i].Offset-os.Value != c[i].Offset-fs.Value {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// diff finds the changed and new functions and checks each changed one
+// against the target.
+func (b *builder) diff() error {
+	names := make([]string, 0, len(b.fixed.funcs))
+	for n := range b.fixed.funcs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fs := b.fixed.funcs[n]
+		os, ok := b.orig.funcs[n]
+		if !ok {
+			b.newFns = append(b.newFns, fs)
+			b.res.New = append(b.res.New, n)
+			continue
+		}
+		oc, orels, err := b.orig.funcSignature(os)
+		if err != nil {
+			return err
+		}
+		fc, frels, err := b.fixed.funcSignature(fs)
+		if err != nil {
+			return err
+		}
+		if bytes.Equal(oc, fc) && strings.Join(orels, "\n") == strings.Join(frels, "\n") {
+			continue
+		}
+		b.changed = append(b.changed, fs)
+	}
+	if len(b.changed) == 0 {
+		if len(b.newFns) > 0 {
+			return fmt.Errorf("%w: fixed.o only adds functions (%s) and changes none, so nothing would ever call them", ErrRefused, strings.Join(b.res.New, ", "))
+		}
+		return fmt.Errorf("%w: nothing to patch: orig.o and fixed.o compile to the same code", ErrRefused)
+	}
+	return nil
+}
+
+// link lays out the code, resolves every relocation and fills the bundle.
+func (b *builder) link() error {
+	// Sections to copy: changed and new functions first, then what they
+	// pull in (cold fragments, read-only data), transitively.
+	var work []int
+	include := func(sec int) {
+		if _, ok := b.placed[sec]; ok {
+			return
+		}
+		b.placed[sec] = 0
+		b.order = append(b.order, sec)
+		work = append(work, sec)
+	}
+	for _, f := range b.changed {
+		include(int(f.Section))
+	}
+	for _, f := range b.newFns {
+		include(int(f.Section))
+	}
+	for len(work) > 0 {
+		sec := work[0]
+		work = work[1:]
+		for _, r := range b.fixed.relocs[sec] {
+			s, err := b.fixed.symbol(r.Sym)
+			if err != nil {
+				return err
+			}
+			if !s.Defined() || s.Section >= elf.SHN_LORESERVE {
+				continue
+			}
+			switch b.fixed.kind(int(s.Section)) {
+			case secCold, secRodata, secStrings:
+				include(int(s.Section))
+			}
+		}
+	}
+	// Functions first, then cold fragments, then data, as the docs describe.
+	rank := func(sec int) int {
+		switch b.fixed.kind(sec) {
+		case secText:
+			return 0
+		case secCold:
+			return 1
+		}
+		return 2
+	}
+	sort.SliceStable(b.order, func(i, j int) bool { return rank(b.order[i]) < rank(b.order[j]) })
+	for _, sec := range b.order {
+		s := b.fixed.sec(sec)
+		align := s.Addralign
+		if rank(sec) < 2 && align < funcAlign {
+			align = funcAlign
+		}
+		if align == 0 {
+			align = 1
+		}
+		if align > 4096 {
+			return fmt.Errorf("%w: section %s asks for %d-byte alignment; the bundle supports up to a page", ErrRefused, s.Name, align)
+		}
+		b.pad(align, rank(sec) < 2)
+		d, err := b.fixed.sectionData(sec)
+		if err != nil {
+			return err
+		}
+		b.placed[sec] = uint64(len(b.code))
+		b.code = append(b.code, d...)
+		switch rank(sec) {
+		case 1:
+			b.res.Cold = append(b.res.Cold, b.secName(sec))
+		case 2:
+			name := s.Name
+			if b.fixed.kind(sec) == secStrings {
+				name = s.Name + " (string literals)"
+			}
+			b.res.Rodata = append(b.res.Rodata, Data{Name: name, Size: len(d)})
+			b.res.RodataBytes += len(d)
+		}
+	}
+	for _, sec := range b.order {
+		for _, r := range b.fixed.relocsIn(sec, 0, ^uint64(0)) {
+			if err := b.relocate(sec, r); err != nil {
+				return err
+			}
+		}
+	}
+	// Stubs and GOT slots go last; now their offsets are known.
+	b.pad(funcAlign, true)
+	stubBase := uint64(len(b.code))
+	for _, s := range b.stubs {
+		at := uint64(len(b.code))
+		b.code = append(b.code, 0xff, 0x25, 0, 0, 0, 0, 0xcc, 0xcc)
+		// jmp *disp(%rip): disp is relative to the end of the 6-byte
+		// instruction, 4 bytes after the field the agent fills with
+		// B + A - P; so A = slot - 4.
+		b.fixups = append(b.fixups, bundle.Fixup{Offset: uint32(at + 2), Kind: bundle.ModulePC32, Addend: int64(s.slot) - 4})
+		b.res.Stubs = append(b.res.Stubs, s.name)
+	}
+	b.pad(slotSize, false)
+	slotBase := uint64(len(b.code))
+	for _, s := range b.slots {
+		at := uint64(len(b.code))
+		b.code = append(b.code, make([]byte, slotSize)...)
+		kind := bundle.RegionAbs64
+		if s.module {
+			kind = bundle.ModuleAbs64
+		}
+		b.fixups = append(b.fixups, bundle.Fixup{Offset: uint32(at), Kind: kind, Addend: int64(s.addr)})
+		b.res.GOTSlots = append(b.res.GOTSlots, s.name)
+	}
+	for _, p := range b.pending {
+		var to uint64
+		switch p.to.kind {
+		case refSection:
+			to = b.placed[p.to.idx]
+		case refStub:
+			to = stubBase + uint64(p.to.idx)*stubSize
+		case refSlot:
+			to = slotBase + uint64(p.to.idx)*slotSize
+		}
+		to += uint64(p.to.add)
+		if err := b.writeLocal(p, to); err != nil {
+			return err
+		}
+	}
+	if len(b.code) > bundle.MaxCodeSize {
+		return fmt.Errorf("%w: the patch code is %d bytes, over the bundle limit of %d; split the fix", ErrRefused, len(b.code), bundle.MaxCodeSize)
+	}
+	return b.emit()
+}
+
+func (b *builder) secName(sec int) string {
+	if d := b.fixed.secDef[sec]; d != nil {
+		return d.Name
+	}
+	return b.fixed.sec(sec).Name
+}
+
+func (b *builder) pad(align uint64, code bool) {
+	fill := byte(0)
+	if code {
+		fill = 0xcc // int3: a stray jump into padding traps instead of sliding
+	}
+	for uint64(len(b.code))%align != 0 {
+		b.code = append(b.code, fill)
+	}
+}
+
+// owner names the function a relocation belongs to, for messages.
+func (b *builder) owner(sec int) string {
+	if d := b.fixed.secDef[sec]; d != nil {
+		return "function " + d.Name
+	}
+	return "section " + b.fixed.sec(sec).Name
+}
+
+// where it is: the module's symbol (vaddr), bundle code, or an import.
+type resolved struct {
+	inBundle bool
+	to       ref    // when inBundle
+	vaddr    uint64 // when in the module
+	imported bool
+	name     string
+	isFunc   bool
+	global   bool
+}
+
+func (b *builder) resolve(sec int, r elfx.Reloc) (resolved, error) {
+	s, err := b.fixed.symbol(r.Sym)
+	if err != nil {
+		return resolved{}, err
+	}
+	if s.Section == elf.SHN_ABS {
+		return resolved{vaddr: s.Value, name: s.Name}, nil
+	}
+	if s.Section == elf.SHN_COMMON {
+		return resolved{}, fmt.Errorf("%w: %s refers to %s, a common symbol; compile with -fno-common (the default since gcc 10)", ErrRefused, b.owner(sec), s.Name)
+	}
+	if !s.Defined() {
+		isFunc := s.Type == elf.STT_FUNC || r.Type == elf.R_X86_64_PLT32
+		ts, err := b.tgt.lookup(s.Name, false, "")
+		if err == nil {
+			return resolved{vaddr: ts.Value, name: s.Name, isFunc: ts.Type == elf.STT_FUNC || ts.Type == elf.STT_GNU_IFUNC, global: true}, nil
+		}
+		if _, ok := b.tgt.jmpSlot[s.Name]; ok {
+			isFunc = true
+		}
+		return resolved{imported: true, name: s.Name, isFunc: isFunc, global: true}, nil
+	}
+	tsec := int(s.Section)
+	def := s
+	if s.Type == elf.STT_SECTION {
+		def = b.fixed.secDef[tsec]
+	}
+	switch b.fixed.kind(tsec) {
+	case secText, secCold:
+		if _, ok := b.placed[tsec]; ok {
+			return resolved{inBundle: true, to: ref{kind: refSection, idx: tsec, add: int64(s.Value)}}, nil
+		}
+		if def == nil {
+			return resolved{}, fmt.Errorf("%w: %s refers into section %s, which has no function symbol", ErrRefused, b.owner(sec), b.fixed.sec(tsec).Name)
+		}
+		ts, err := b.tgt.lookup(def.Name, def.Bind == elf.STB_LOCAL, b.orig.file)
+		if err != nil {
+			return resolved{}, b.notFound(sec, def, err)
+		}
+		return resolved{vaddr: ts.Value - def.Value + s.Value, name: def.Name, isFunc: true, global: def.Bind != elf.STB_LOCAL}, nil
+	case secRodata, secStrings:
+		return resolved{inBundle: true, to: ref{kind: refSection, idx: tsec, add: int64(s.Value)}}, nil
+	case secWritable:
+		if def == nil || s.Type == elf.STT_SECTION && def.Value != 0 {
+			def = b.objectAt(tsec, s.Value, r)
+		}
+		if def == nil {
+			return resolved{}, fmt.Errorf("%w: %s refers to writable data in %s that belongs to no variable symbol; compile with -fdata-sections", ErrRefused, b.owner(sec), b.fixed.sec(tsec).Name)
+		}
+		ts, err := b.tgt.lookup(def.Name, def.Bind == elf.STB_LOCAL, b.orig.file)
+		if err != nil {
+			if errors.Is(err, errNotInTarget) {
+				return resolved{}, fmt.Errorf("%w: %s uses the writable variable %s, which %s does not have; a hot patch cannot add writable data: keep the new state in a shadow variable", ErrRefused, b.owner(sec), def.Name, b.tgt.name)
+			}
+			return resolved{}, err
+		}
+		if ts.Size != def.Size {
+			return resolved{}, fmt.Errorf("%w: variable %s is %d bytes in fixed.o but %d in %s; a hot patch cannot change a variable's size", ErrRefused, def.Name, def.Size, ts.Size, b.tgt.name)
+		}
+		return resolved{vaddr: ts.Value - def.Value + s.Value, name: def.Name, global: def.Bind != elf.STB_LOCAL}, nil
+	case secTLS:
+		return resolved{}, fmt.Errorf("%w: %s uses the thread-local variable %s; TLS references are not supported in hot patches", ErrRefused, b.owner(sec), s.Name)
+	}
+	return resolved{}, fmt.Errorf("%w: %s refers to section %s, which is not loaded at run time", ErrRefused, b.owner(sec), b.fixed.sec(tsec).Name)
+}
+
+// objectAt finds the variable covering the byte a relocation points at.
+func (b *builder) objectAt(sec int, val uint64, r elfx.Reloc) *elfx.Symbol {
+	off := int64(val) + r.Addend
+	if isPCRel(r.Type) {
+		off += 4
+	}
+	for i := range b.fixed.syms {
+		s := &b.fixed.syms[i]
+		if int(s.Section) == sec && s.Type == elf.STT_OBJECT && off >= int64(s.Value) && off < int64(s.Value+s.Size) {
+			return s
+		}
+	}
+	return nil
+}
+
+func (b *builder) notFound(sec int, def *elfx.Symbol, err error) error {
+	if !errors.Is(err, errNotInTarget) {
+		return err
+	}
+	kind := "global"
+	if def.Bind == elf.STB_LOCAL {
+		kind = "static (in " + b.orig.file + ")"
+	}
+	return fmt.Errorf("%w: %s calls %s function %s, which %s does not contain (inlined into its callers or removed by the linker); change the callers instead, or check that --target is the binary built from orig.o", ErrRefused, b.owner(sec), kind, def.Name, b.tgt.name)
+}
+
+// relocate resolves one relocation of an included section.
+func (b *builder) relocate(sec int, r elfx.Reloc) error {
+	at := b.placed[sec] + r.Offset
+	secLen := uint64(len(b.fixed.data[sec]))
+	if b.fixed.sec(sec).Type == elf.SHT_NOBITS || r.Offset > secLen {
+		return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, b.fixed.sec(sec).Name)
+	}
+	switch r.Type {
+	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32, elf.R_X86_64_GOTPCREL, elf.R_X86_64_GOTPCRELX, elf.R_X86_64_REX_GOTPCRELX,
+		elf.R_X86_64_32, elf.R_X86_64_32S:
+		if r.Offset+4 > secLen {
+			return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, b.fixed.sec(sec).Name)
+		}
+	case elf.R_X86_64_64:
+		if r.Offset+8 > secLen {
+			return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, b.fixed.sec(sec).Name)
+		}
+	default:
+		return fmt.Errorf("%w: %s has a relocation of type %s, which hot patches do not support (thread-local storage and unusual code models cannot be linked into a running process); keep that code out of the changed functions", ErrRefused, b.owner(sec), r.Type)
+	}
+	t, err := b.resolve(sec, r)
+	if err != nil {
+		return err
+	}
+	where := b.owner(sec)
+	switch r.Type {
+	case elf.R_X86_64_GOTPCREL, elf.R_X86_64_GOTPCRELX, elf.R_X86_64_REX_GOTPCRELX:
+		// Prefer the target's own GOT slot: it honours interposition and
+		// copy relocations exactly as the old code saw them.
+		if t.global || t.imported {
+			if slotAddr, ok := b.tgt.globDat[t.name]; ok {
+				b.addFixup(at, bundle.ModulePC32, int64(slotAddr)+r.Addend)
+				return nil
+			}
+			if slotAddr, ok := b.tgt.jmpSlot[t.name]; ok && t.isFunc {
+				b.addFixup(at, bundle.ModulePC32, int64(slotAddr)+r.Addend)
+				return nil
+			}
+		}
+		if t.imported {
+			return b.notImported(sec, t.name)
+		}
+		idx := b.localSlot(t)
+		b.pending = append(b.pending, pendingRef{at: at, typ: elf.R_X86_64_PC32, addend: r.Addend, to: ref{kind: refSlot, idx: idx}, where: where})
+		return nil
+	}
+	if t.imported {
+		if !t.isFunc {
+			return fmt.Errorf("%w: %s refers directly to %s, which %s takes from a shared library without a copy in the executable; compile the fix with the same -fPIC/-fPIE flags as the target", ErrRefused, where, t.name, b.tgt.name)
+		}
+		idx, err := b.stubFor(sec, t.name)
+		if err != nil {
+			return err
+		}
+		b.pending = append(b.pending, pendingRef{at: at, typ: r.Type, addend: r.Addend, to: ref{kind: refStub, idx: idx}, where: where})
+		return nil
+	}
+	if t.inBundle {
+		b.pending = append(b.pending, pendingRef{at: at, typ: r.Type, addend: r.Addend, to: t.to, where: where})
+		return nil
+	}
+	switch r.Type {
+	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32:
+		b.addFixup(at, bundle.ModulePC32, int64(t.vaddr)+r.Addend)
+	case elf.R_X86_64_64:
+		b.addFixup(at, bundle.ModuleAbs64, int64(t.vaddr)+r.Addend)
+	case elf.R_X86_64_32:
+		b.addFixup(at, bundle.ModuleAbs32, int64(t.vaddr)+r.Addend)
+	case elf.R_X86_64_32S:
+		b.addFixup(at, bundle.ModuleAbs32S, int64(t.vaddr)+r.Addend)
+	}
+	return nil
+}
+
+func (b *builder) addFixup(at uint64, kind bundle.FixupKind, addend int64) {
+	b.fixups = append(b.fixups, bundle.Fixup{Offset: uint32(at), Kind: kind, Addend: addend})
+}
+
+func (b *builder) notImported(sec int, name string) error {
+	return fmt.Errorf("%w: %s now calls %s, which %s does not import; a hot patch cannot add a new library dependency: call something the target already uses, or ship the fix as a restart update", ErrRefused, b.owner(sec), name, b.tgt.name)
+}
+
+func (b *builder) stubFor(sec int, name string) (int, error) {
+	if i, ok := b.stubIdx[name]; ok {
+		return i, nil
+	}
+	slotAddr, ok := b.tgt.jmpSlot[name]
+	if !ok {
+		slotAddr, ok = b.tgt.globDat[name]
+	}
+	if !ok {
+		return 0, b.notImported(sec, name)
+	}
+	b.stubs = append(b.stubs, stub{name: name, slot: slotAddr})
+	b.stubIdx[name] = len(b.stubs) - 1
+	return len(b.stubs) - 1, nil
+}
+
+func (b *builder) localSlot(t resolved) int {
+	key := fmt.Sprintf("m%x", t.vaddr)
+	if t.inBundle {
+		key = fmt.Sprintf("b%d+%d", t.to.idx, t.to.add)
+	}
+	if i, ok := b.slotIdx[key]; ok {
+		return i
+	}
+	s := slot{name: t.name, module: !t.inBundle, addr: t.vaddr}
+	if t.inBundle {
+		s.name = b.secName(t.to.idx)
+		s.addr = b.placed[t.to.idx] + uint64(t.to.add)
+	}
+	b.slots = append(b.slots, s)
+	b.slotIdx[key] = len(b.slots) - 1
+	return len(b.slots) - 1
+}
+
+// writeLocal resolves a reference to bundle code at offset to: PC-relative
+// values are final now (the code moves as one block); absolute ones need the
+// region's address and become region fixups.
+func (b *builder) writeLocal(p pendingRef, to uint64) error {
+	switch p.typ {
+	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32:
+		v := int64(to) + p.addend - int64(p.at)
+		if v < -1<<31 || v >= 1<<31 {
+			return fmt.Errorf("%w: %s: a reference inside the patch spans %d bytes, beyond rel32 reach", ErrRefused, p.where, v)
+		}
+		binary.LittleEndian.PutUint32(b.code[p.at:], uint32(int32(v)))
+	case elf.R_X86_64_64:
+		b.addFixup(p.at, bundle.RegionAbs64, int64(to)+p.addend)
+	case elf.R_X86_64_32:
+		b.addFixup(p.at, bundle.RegionAbs32, int64(to)+p.addend)
+	case elf.R_X86_64_32S:
+		b.addFixup(p.at, bundle.RegionAbs32S, int64(to)+p.addend)
+	default:
+		return fmt.Errorf("%w: %s: relocation type %s against patch code", ErrRefused, p.where, p.typ)
+	}
+	return nil
+}
+
+// emit fills the bundle: sites checked against the target, new functions,
+// consistency from the options.
+func (b *builder) emit() error {
+	mod := bundle.Module{BuildID: b.tgt.buildID, Name: b.tgt.name, Code: b.code}
+	if b.opts.Quiescent {
+		mod.Consistency = bundle.Quiescent
+	}
+	quiet := map[string]bool{}
+	for _, n := range b.opts.QuiescentFuncs {
+		quiet[n] = true
+	}
+	for _, fs := range b.changed {
+		os := b.orig.funcs[fs.Name]
+		ts, err := b.tgt.lookup(fs.Name, os.Bind == elf.STB_LOCAL, b.orig.file)
+		if err != nil {
+			if errors.Is(err, errNotInTarget) {
+				return fmt.Errorf("%w: function %s changed but %s has no symbol %s (it was inlined into its callers or removed by the linker); check that --target was built from orig.o, and patch the callers", ErrRefused, fs.Name, b.tgt.name, fs.Name)
+			}
+			return err
+		}
+		if ts.Size != os.Size {
+			return fmt.Errorf("%w: orig.o was not built the same way as the target (function %s is %d bytes in orig.o, %d in the target): rebuild with the target's compiler and flags", ErrRefused, fs.Name, os.Size, ts.Size)
+		}
+		old, hash, err := b.tgt.oldBytes(ts)
+		if err != nil {
+			return err
+		}
+		min := uint64(minFuncSize)
+		if bytes.HasPrefix(old, endbr64) {
+			min = minFuncSizeEndbr
+		}
+		if ts.Size < min {
+			return fmt.Errorf("%w: function %s is %d bytes in %s, too small to redirect (a jump needs %d); patch its callers instead", ErrRefused, fs.Name, ts.Size, b.tgt.name, min)
+		}
+		if ts.Size > 1<<32-1 || fs.Size == 0 || fs.Size > 1<<32-1 {
+			return fmt.Errorf("%w: function %s has an unusable size (%d in the target, %d in fixed.o)", ErrRefused, fs.Name, ts.Size, fs.Size)
+		}
+		f := bundle.Func{Name: fs.Name, Site: ts.Value, OldSize: uint32(ts.Size), OldHash: hash,
+			Offset: uint32(b.placed[int(fs.Section)] + fs.Value), Size: uint32(fs.Size)}
+		if quiet[fs.Name] {
+			f.Consistency = bundle.Quiescent
+			delete(quiet, fs.Name)
+		}
+		mod.Funcs = append(mod.Funcs, f)
+		c := Change{Name: fs.Name, Site: ts.Value, OldSize: ts.Size, NewSize: fs.Size}
+		if os.Bind == elf.STB_LOCAL {
+			c.File = ts.File
+		}
+		b.res.Changed = append(b.res.Changed, c)
+	}
+	for n := range quiet {
+		return fmt.Errorf("--quiescent-func %s: %s is not one of the changed functions (%s)", n, n, strings.Join(changedNames(b.res.Changed), ", "))
+	}
+	for _, fs := range b.newFns {
+		if fs.Size == 0 {
+			return fmt.Errorf("%w: new function %s has size 0", ErrRefused, fs.Name)
+		}
+		mod.Funcs = append(mod.Funcs, bundle.Func{Name: fs.Name, New: true, Offset: uint32(b.placed[int(fs.Section)] + fs.Value), Size: uint32(fs.Size)})
+	}
+	sort.SliceStable(b.fixups, func(i, j int) bool { return b.fixups[i].Offset < b.fixups[j].Offset })
+	mod.Fixups = b.fixups
+	bun := &bundle.Bundle{ID: b.opts.ID, Level: b.opts.Level, CVEs: b.opts.CVEs, Description: b.opts.Description, Modules: []bundle.Module{mod}}
+	if err := bun.Validate(); err != nil {
+		return fmt.Errorf("build bundle for %s: %w", b.tgt.name, err)
+	}
+	b.res.Bundle = bun
+	return nil
+}
+
+func changedNames(cs []Change) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	return out
+}

@@ -1,0 +1,311 @@
+package build
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"hotfleet/internal/elfx"
+)
+
+// secKind says what a section of a relocatable object holds, which decides
+// whether the builder copies it into the bundle or binds to the target's copy.
+type secKind int
+
+const (
+	secOther    secKind = iota // not loaded (debug info, notes, ...)
+	secText                    // a function's code
+	secCold                    // a .cold fragment split off a function
+	secRodata                  // read-only data: copied when referenced
+	secStrings                 // mergeable string literals: copied when referenced
+	secWritable                // .data/.bss/.data.rel.ro: never copied, bound to the target
+	secTLS                     // thread-local storage: refused
+)
+
+// object is one parsed relocatable object (orig.o or fixed.o).
+type object struct {
+	path    string
+	f       *elfx.File
+	syms    []elfx.Symbol
+	relocs  map[int][]elfx.Reloc
+	file    string // the source file named by the first STT_FILE symbol
+	funcs   map[string]*elfx.Symbol
+	objects map[string]*elfx.Symbol // writable and TLS objects by normalised name
+	secDef  map[int]*elfx.Symbol    // the symbol a section was emitted for
+	data    map[int][]byte
+}
+
+func openObject(path, role string) (*object, error) {
+	f, err := elfx.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s %s: %w", role, path, err)
+	}
+	if f.Type != elf.ET_REL {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s %s is %s, not a relocatable object: compile it with -c", ErrRefused, role, path, f.Type)
+	}
+	if f.Machine != elf.EM_X86_64 {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s %s is for %s; the builder handles x86-64 objects only", ErrRefused, role, path, f.Machine)
+	}
+	o := &object{path: path, f: f, funcs: map[string]*elfx.Symbol{}, objects: map[string]*elfx.Symbol{}, secDef: map[int]*elfx.Symbol{}, data: map[int][]byte{}}
+	if o.syms, err = f.Symbols(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("read symbols of %s %s: %w", role, path, err)
+	}
+	if o.relocs, err = f.SectionRelocs(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("read relocations of %s %s: %w", role, path, err)
+	}
+	for i := range o.syms {
+		s := &o.syms[i]
+		if s.Type == elf.STT_FILE && o.file == "" {
+			o.file = s.Name
+		}
+		if !s.Defined() || s.Section >= elf.SHN_LORESERVE || int(s.Section) >= len(f.Sections) {
+			continue
+		}
+		sec := int(s.Section)
+		switch s.Type {
+		case elf.STT_FUNC:
+			if o.kind(sec) == secCold || strings.Contains(s.Name, ".cold") {
+				o.secDef[sec] = s
+				continue
+			}
+			if _, dup := o.funcs[s.Name]; dup {
+				f.Close()
+				return nil, fmt.Errorf("%w: %s defines function %s twice", ErrRefused, path, s.Name)
+			}
+			o.funcs[s.Name] = s
+			o.secDef[sec] = s
+		case elf.STT_OBJECT, elf.STT_TLS:
+			if old := o.secDef[sec]; old == nil || old.Value != 0 {
+				o.secDef[sec] = s
+			}
+			if k := o.kind(sec); k == secWritable || k == secTLS || s.Type == elf.STT_TLS {
+				o.objects[dataKey(*s)] = s
+			}
+		}
+	}
+	return o, nil
+}
+
+func (o *object) close() { o.f.Close() }
+
+func (o *object) sec(i int) *elf.Section {
+	if i <= 0 || i >= len(o.f.Sections) {
+		return nil
+	}
+	return o.f.Sections[i]
+}
+
+func (o *object) kind(i int) secKind {
+	s := o.sec(i)
+	if s == nil || s.Flags&elf.SHF_ALLOC == 0 {
+		return secOther
+	}
+	switch {
+	case s.Flags&elf.SHF_TLS != 0:
+		return secTLS
+	case s.Flags&elf.SHF_EXECINSTR != 0:
+		if strings.HasPrefix(s.Name, ".text.unlikely.") || strings.HasSuffix(s.Name, ".cold") {
+			return secCold
+		}
+		return secText
+	case s.Flags&elf.SHF_WRITE != 0:
+		return secWritable
+	case s.Flags&(elf.SHF_MERGE|elf.SHF_STRINGS) == elf.SHF_MERGE|elf.SHF_STRINGS:
+		return secStrings
+	case s.Type == elf.SHT_PROGBITS:
+		return secRodata
+	}
+	return secOther
+}
+
+func (o *object) sectionData(i int) ([]byte, error) {
+	if d, ok := o.data[i]; ok {
+		return d, nil
+	}
+	d, err := o.f.SectionData(i)
+	if err != nil {
+		return nil, fmt.Errorf("read section %d of %s: %w", i, o.path, err)
+	}
+	o.data[i] = d
+	return d, nil
+}
+
+// funcBytes returns the bytes of a function symbol.
+func (o *object) symBytes(s *elfx.Symbol) ([]byte, error) {
+	d, err := o.sectionData(int(s.Section))
+	if err != nil {
+		return nil, err
+	}
+	if s.Value > uint64(len(d)) || s.Size > uint64(len(d))-s.Value {
+		return nil, fmt.Errorf("%w: symbol %s lies outside its section in %s", elfx.ErrMalformed, s.Name, o.path)
+	}
+	return d[s.Value : s.Value+s.Size], nil
+}
+
+// relocsIn returns the relocations of section sec that fall in [lo, hi),
+// sorted by offset.
+func (o *object) relocsIn(sec int, lo, hi uint64) []elfx.Reloc {
+	var out []elfx.Reloc
+	for _, r := range o.relocs[sec] {
+		if r.Offset >= lo && r.Offset < hi {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Offset < out[j].Offset })
+	return out
+}
+
+func (o *object) symbol(idx int) (*elfx.Symbol, error) {
+	if idx <= 0 || idx >= len(o.syms) {
+		return nil, fmt.Errorf("%w: relocation names symbol %d of %d in %s", elfx.ErrMalformed, idx, len(o.syms), o.path)
+	}
+	return &o.syms[idx], nil
+}
+
+// isPCRel reports whether r's addend includes the displacement-to-end
+// adjustment (usually -4) of a RIP-relative operand.
+func isPCRel(t elf.R_X86_64) bool {
+	switch t {
+	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32, elf.R_X86_64_GOTPCREL, elf.R_X86_64_GOTPCRELX, elf.R_X86_64_REX_GOTPCRELX:
+		return true
+	}
+	return false
+}
+
+// staticLocalBase strips the ".N" gcc appends to a function-scope static
+// ("calls.0"): the number may differ between two builds of one file.
+func staticLocalBase(name string) string {
+	i := strings.LastIndexByte(name, '.')
+	if i <= 0 || i == len(name)-1 {
+		return name
+	}
+	if _, err := strconv.Atoi(name[i+1:]); err != nil {
+		return name
+	}
+	return name[:i]
+}
+
+// dataKey names a data object for correlation across builds.
+func dataKey(s elfx.Symbol) string {
+	if s.Bind == elf.STB_LOCAL {
+		return "local:" + staticLocalBase(s.Name)
+	}
+	return s.Name
+}
+
+// stringAt returns the NUL-terminated string at off in a string section.
+func stringAt(d []byte, off int64) string {
+	if off < 0 || off >= int64(len(d)) {
+		return fmt.Sprintf("<offset %d>", off)
+	}
+	s := d[off:]
+	if i := bytes.IndexByte(s, 0); i >= 0 {
+		s = s[:i]
+	}
+	return string(s)
+}
+
+// targetKey describes what a relocation refers to independently of how the
+// compiler numbered sections and labels: a symbol name, the defining symbol
+// of a section, or the contents of a string literal. For copied data (rodata,
+// cold fragments) the key includes a digest of the contents, so a changed
+// table makes the function that reads it changed. The second result is the
+// addend rebased onto the named thing.
+func (o *object) targetKey(r elfx.Reloc, depth int) (string, int64, error) {
+	s, err := o.symbol(r.Sym)
+	if err != nil {
+		return "", 0, err
+	}
+	if !s.Defined() || s.Section >= elf.SHN_LORESERVE {
+		return s.Name, r.Addend, nil
+	}
+	sec := int(s.Section)
+	kind := o.kind(sec)
+	if kind == secStrings {
+		d, err := o.sectionData(sec)
+		if err != nil {
+			return "", 0, err
+		}
+		if s.Type == elf.STT_SECTION {
+			off := r.Addend
+			if isPCRel(r.Type) {
+				off += 4
+			}
+			return "str:" + strconv.Quote(stringAt(d, off)), 0, nil
+		}
+		return "str:" + strconv.Quote(stringAt(d, int64(s.Value))), r.Addend, nil
+	}
+	name := s.Name
+	addend := r.Addend
+	if s.Type == elf.STT_SECTION {
+		if def := o.secDef[sec]; def != nil {
+			name = def.Name
+			addend -= int64(def.Value)
+		} else {
+			name = "section:" + o.sec(sec).Name
+		}
+	}
+	if s.Type == elf.STT_OBJECT && s.Bind == elf.STB_LOCAL {
+		name = staticLocalBase(name)
+	} else if def := o.secDef[sec]; s.Type == elf.STT_SECTION && def != nil && def.Bind == elf.STB_LOCAL && def.Type == elf.STT_OBJECT {
+		name = staticLocalBase(name)
+	}
+	if depth == 0 && (kind == secRodata || kind == secCold) {
+		sum, err := o.contentDigest(sec)
+		if err != nil {
+			return "", 0, err
+		}
+		name += "#" + sum
+	}
+	return name, addend, nil
+}
+
+// contentDigest hashes a section's bytes and normalised relocations.
+func (o *object) contentDigest(sec int) (string, error) {
+	d, err := o.sectionData(sec)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	h.Write(d)
+	for _, r := range o.relocsIn(sec, 0, ^uint64(0)) {
+		k, a, err := o.targetKey(r, 1)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "\x00%d:%d:%s:%d", r.Offset, r.Type, k, a)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8]), nil
+}
+
+// funcSignature is what makes two builds of a function the same: its bytes
+// and its normalised relocations.
+func (o *object) funcSignature(s *elfx.Symbol) ([]byte, []string, error) {
+	code, err := o.symBytes(s)
+	if err != nil {
+		return nil, nil, err
+	}
+	var rels []string
+	for _, r := range o.relocsIn(int(s.Section), s.Value, s.Value+s.Size) {
+		k, a, err := o.targetKey(r, 0)
+		if err != nil {
+			return nil, nil, err
+		}
+		rels = append(rels, fmt.Sprintf("%d:%d:%s:%d", r.Offset-s.Value, r.Type, k, a))
+	}
+	return code, rels, nil
+}
+
+func sameFile(a, b string) bool {
+	return filepath.Base(a) == filepath.Base(b)
+}

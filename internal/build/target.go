@@ -1,0 +1,153 @@
+package build
+
+import (
+	"crypto/sha256"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"hotfleet/internal/elfx"
+)
+
+// endbr64 opens functions built with -fcf-protection; the engine keeps it and
+// writes its jump after it.
+var endbr64 = []byte{0xf3, 0x0f, 0x1e, 0xfa}
+
+// Smallest functions the engine can redirect: a 5-byte jmp rel32, after the
+// 4-byte endbr64 when the function starts with one.
+const (
+	minFuncSize      = 5
+	minFuncSizeEndbr = 9
+)
+
+// target is the binary the patch is linked against.
+type target struct {
+	path    string
+	name    string
+	f       *elfx.File
+	buildID []byte
+	syms    []elfx.Symbol
+	dynsyms []elfx.Symbol
+	globDat map[string]uint64 // GOT slot vaddr by symbol, from .rela.dyn GLOB_DAT
+	jmpSlot map[string]uint64 // GOT slot vaddr by symbol, from .rela.plt JUMP_SLOT
+}
+
+func openTarget(path string) (*target, error) {
+	f, err := elfx.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read target %s: %w", path, err)
+	}
+	t := &target{path: path, name: filepath.Base(path), f: f, globDat: map[string]uint64{}, jmpSlot: map[string]uint64{}}
+	fail := func(err error) (*target, error) {
+		f.Close()
+		return nil, err
+	}
+	if f.Machine != elf.EM_X86_64 {
+		return fail(fmt.Errorf("%w: target %s is for %s; the builder handles x86-64 only", ErrRefused, path, f.Machine))
+	}
+	if f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN {
+		return fail(fmt.Errorf("%w: target %s is %s; give the executable or shared library the processes run", ErrRefused, path, f.Type))
+	}
+	if t.buildID, err = f.BuildID(); err != nil {
+		return fail(fmt.Errorf("read build-id of %s: %w", path, err))
+	}
+	if len(t.buildID) == 0 {
+		return fail(fmt.Errorf("%w: target %s has no GNU build-id, so running copies cannot be recognised; relink it with -Wl,--build-id", ErrRefused, path))
+	}
+	if t.syms, err = f.Symbols(); err != nil {
+		if errors.Is(err, elfx.ErrNoSymtab) {
+			return fail(fmt.Errorf("%w: target %s is stripped (no .symtab), so its static functions and data cannot be found; build the patch against the unstripped binary (the same build, before strip) or its debug file", ErrRefused, path))
+		}
+		return fail(fmt.Errorf("read symbols of %s: %w", path, err))
+	}
+	if t.dynsyms, err = f.DynamicSymbols(); err != nil {
+		return fail(fmt.Errorf("read dynamic symbols of %s: %w", path, err))
+	}
+	relocs, err := f.DynRelocs()
+	if err != nil {
+		return fail(fmt.Errorf("read dynamic relocations of %s: %w", path, err))
+	}
+	for _, r := range relocs {
+		switch r.Type {
+		case elf.R_X86_64_GLOB_DAT:
+			t.globDat[r.Name] = r.Offset
+		case elf.R_X86_64_JMP_SLOT:
+			t.jmpSlot[r.Name] = r.Offset
+		}
+	}
+	return t, nil
+}
+
+func (t *target) close() { t.f.Close() }
+
+// errNotInTarget is returned by lookup when the target has no such symbol.
+var errNotInTarget = errors.New("not defined in the target")
+
+func isDataOrFunc(s elfx.Symbol) bool {
+	return s.Defined() && s.Type != elf.STT_SECTION && s.Type != elf.STT_FILE
+}
+
+// lookup finds the target's definition of name. Local (static) symbols are
+// matched within the source file file, so two static functions of the same
+// name in different files never get confused; a function-scope static
+// ("count.1") whose number changed is matched by its base name when that is
+// unique in the file.
+func (t *target) lookup(name string, local bool, file string) (elfx.Symbol, error) {
+	if !local {
+		for _, s := range t.syms {
+			if s.Bind != elf.STB_LOCAL && isDataOrFunc(s) && s.BaseName() == name {
+				return s, nil
+			}
+		}
+		for _, s := range t.dynsyms {
+			if s.Bind != elf.STB_LOCAL && isDataOrFunc(s) && s.BaseName() == name {
+				return s, nil
+			}
+		}
+		return elfx.Symbol{}, errNotInTarget
+	}
+	match := func(eq func(string) bool) []elfx.Symbol {
+		var out []elfx.Symbol
+		for _, s := range t.syms {
+			if s.Bind == elf.STB_LOCAL && isDataOrFunc(s) && eq(s.Name) {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	inFile := func(c []elfx.Symbol) []elfx.Symbol {
+		var out []elfx.Symbol
+		for _, s := range c {
+			if file == "" || s.File == "" || sameFile(s.File, file) {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	c := inFile(match(func(n string) bool { return n == name }))
+	if len(c) == 0 {
+		base := staticLocalBase(name)
+		if base != name {
+			c = inFile(match(func(n string) bool { return staticLocalBase(n) == base && n != base }))
+		}
+	}
+	switch len(c) {
+	case 0:
+		return elfx.Symbol{}, errNotInTarget
+	case 1:
+		return c[0], nil
+	}
+	return elfx.Symbol{}, fmt.Errorf("%w: %d static symbols named %s in source file %s of %s, and the builder cannot tell which one orig.o means; rename one of them", ErrRefused, len(c), name, file, t.path)
+}
+
+// oldBytes reads a function's bytes from the target file and hashes them, as
+// the agent will hash them in memory before writing.
+func (t *target) oldBytes(s elfx.Symbol) ([]byte, []byte, error) {
+	b, err := t.f.ReadAt(s.Value, s.Size)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read function %s at %#x in %s: %w", s.Name, s.Value, t.path, err)
+	}
+	h := sha256.Sum256(b)
+	return b, h[:], nil
+}
