@@ -3,38 +3,712 @@
 // header so that any later run can tell exactly what is applied and finish or
 // undo an operation that was interrupted.
 //
-// API CONTRACT (filled in by the implementation; signatures are fixed):
-//
-//	type Options struct {
-//		Deadline  time.Duration // how long to retry a busy function (default 10s)
-//		Quiescent bool          // force quiescent mode for every function
-//		Log       *slog.Logger
-//		Failpoint func(name string) // test hook, called at named points; nil in production
-//	}
-//	type Result struct {
-//		Pid       int
-//		PatchID   string
-//		Level     uint32
-//		Functions int           // sites switched (or restored, for revert)
-//		Replaced  string        // id of the level that was replaced, if any
-//		Pause     time.Duration // threads stopped, first interrupt to last detach
-//		Recovered []string      // what an interrupted earlier run left and what was done about it
-//	}
-//	func Apply(ctx context.Context, pid int, b *bundle.Bundle, opts Options) (Result, error)
-//	func Revert(ctx context.Context, pid int, id string, opts Options) (Result, error)
-//	func Status(ctx context.Context, pid int) ([]Applied, error)     // read-only
-//	func Recover(ctx context.Context, pid int, opts Options) ([]string, error)
-//	func Targets(ctx context.Context, b *bundle.Bundle) ([]int, error) // pids mapping a module of b
-//	func Patched(ctx context.Context) ([]int, error)                   // pids holding a hotfleet region
-//
-//	type Applied struct {  // one region found in a process
-//		Pid int; PatchID string; Level uint32; BuildID []byte; Module string
-//		State string     // "prepared", "switching", "applied", "reverting", "reverted", "superseded"
-//		Region uint64; Functions []AppliedFunc; Consistent bool; Problem string
-//	}
-//	type AppliedFunc struct{ Name string; Site uint64; New uint64; Active bool }
-//
-//	Errors (wrapped with %w, messages name function, thread and action):
-//	var ErrBuildIDMismatch, ErrOldBytes, ErrTooSmall, ErrBusy, ErrNotApplied, ErrLevel error
-//	(proc.ErrNoHole, proc.ErrPermission, proc.ErrAlreadyTraced, proc.ErrExited pass through)
+// Trust: the bundle is trusted to be authentic (the caller checked it) but is
+// still checked against the target: build-id and the hash of the old bytes of
+// every site. The target's memory is not trusted: region headers read from it
+// are bounds-checked before use. One hotfleet at a time works on a process;
+// the region states make any crash of that hotfleet recoverable, not two
+// concurrent writers. How apply, revert and recover work is in docs/engine.md;
+// the region layout in docs/region-format.md.
 package livepatch
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"hotfleet/internal/bundle"
+	"hotfleet/internal/proc"
+)
+
+// Options tune one operation on one process.
+type Options struct {
+	Deadline  time.Duration     // how long to retry a busy function (default 10s)
+	Quiescent bool              // force quiescent mode for every function
+	Log       *slog.Logger      // nil: no logging
+	Failpoint func(name string) // test hook, called at named points; nil in production
+}
+
+// Result tells what an operation did to one process.
+type Result struct {
+	Pid       int
+	PatchID   string
+	Level     uint32
+	Functions int           // sites switched (or restored, for revert)
+	Replaced  string        // id of the level that was replaced, if any
+	Pause     time.Duration // threads stopped, first interrupt to last detach
+	Recovered []string      // what an interrupted earlier run left and what was done about it
+	// AlreadyApplied is set when the same patch id and level was already
+	// applied to every module: nothing was written.
+	AlreadyApplied bool
+	// Quiescent lists the functions switched in quiescent mode, with the
+	// reason when it was forced (a branch into the overwritten bytes).
+	Quiescent []string
+}
+
+// Applied is one region found in a process.
+type Applied struct {
+	Pid       int
+	PatchID   string
+	Level     uint32
+	BuildID   []byte
+	Module    string
+	State     string // "prepared", "switching", "applied", "reverting", "reverted", "superseded"
+	Region    uint64
+	Functions []AppliedFunc
+	// Consistent tells whether the state and the bytes at the sites agree
+	// and no operation was left half done; Problem explains otherwise.
+	Consistent bool
+	Problem    string
+	AppliedAt  time.Time // zero when the switch never completed
+}
+
+// AppliedFunc is one site of a region and whether it jumps to the region now.
+type AppliedFunc struct {
+	Name   string
+	Site   uint64
+	New    uint64
+	Active bool
+}
+
+var (
+	// ErrBuildIDMismatch means the process maps the module the bundle names,
+	// but another build of it.
+	ErrBuildIDMismatch = errors.New("build-id mismatch")
+	// ErrOldBytes means a function's current code is not what the bundle was
+	// built against.
+	ErrOldBytes = errors.New("old bytes differ")
+	// ErrTooSmall means a function is too short to hold the jump.
+	ErrTooSmall = errors.New("function too small")
+	// ErrBusy means a function stayed busy past the deadline (see BusyError).
+	ErrBusy = errors.New("function busy")
+	// ErrNotApplied means the patch to revert is not applied.
+	ErrNotApplied = errors.New("patch not applied")
+	// ErrLevel means an equal or higher level of the module's patch is applied.
+	ErrLevel = errors.New("patch level conflict")
+	// ErrNotMapped means the process maps no module of the bundle.
+	ErrNotMapped = errors.New("module not mapped")
+)
+
+// lpError carries a complete message while matching one of the sentinels.
+type lpError struct {
+	kind error
+	msg  string
+}
+
+func (e *lpError) Error() string { return e.msg }
+func (e *lpError) Unwrap() error { return e.kind }
+
+func newErr(kind error, format string, args ...any) error {
+	return &lpError{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+const (
+	// maxMapAttempts bounds the retries when the hole found in the maps was
+	// taken by the target before our mmap reached it.
+	maxMapAttempts = 5
+	// brkReserve is kept free above the heap (or the executable when there is
+	// no heap yet): brk grows the heap into it, and a region there would make
+	// malloc fail in the target.
+	brkReserve = 1 << 30
+	// mmap and prctl constants, spelled out so the package needs no cgo.
+	protRead           = 0x1
+	protExec           = 0x4
+	mapPrivate         = 0x02
+	mapAnonymous       = 0x20
+	mapFixedNoreplace  = 0x100000
+	prSetVMA           = 0x53564d41
+	prSetVMAAnonName   = 0
+	maxStoredPatchIDLn = bundle.MaxIDLen
+)
+
+// session is one operation on one process.
+type session struct {
+	ctx  context.Context
+	pid  int
+	t    *proc.Tracer
+	mem  *proc.Mem
+	opts Options
+	log  *slog.Logger
+	// wroteSites is set before the first site is rewritten: from then on a
+	// prepared region may be jumped to and must never be discarded.
+	wroteSites bool
+}
+
+func (o Options) withDefaults() Options {
+	if o.Deadline <= 0 {
+		o.Deadline = defaultDeadline
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+func attach(ctx context.Context, pid int, opts Options) (*session, error) {
+	opts = opts.withDefaults()
+	t, err := proc.Attach(ctx, pid)
+	if err != nil {
+		return nil, err
+	}
+	return &session{ctx: ctx, pid: pid, t: t, mem: t.Mem(), opts: opts, log: opts.Log}, nil
+}
+
+func (s *session) close() {
+	if err := s.t.Close(); err != nil {
+		s.log.Warn("close tracer", "pid", s.pid, "err", err)
+	}
+}
+
+// sitePlan is one function of the bundle checked against the target.
+type sitePlan struct {
+	f       bundle.Func
+	addr    uint64 // runtime address of the old function
+	cur     []byte // its current bytes [addr, addr+OldSize)
+	orig    []byte // the same with the replaced level's jump undone
+	skip    uint8
+	old     *siteRec // the replaced level's record for this site, nil if none
+	rec     siteRec  // what the region header records
+	reason  string   // why quiescent mode was forced
+	quiesce bool
+}
+
+// modPlan is the part of the bundle for one module mapped in the target.
+type modPlan struct {
+	bm    *bundle.Module
+	mod   proc.Module
+	old   *region // the applied lower level being replaced, nil if none
+	sites []*sitePlan
+	hdr   header
+	addr  uint64 // where the region was mapped
+}
+
+// Apply applies the bundle to every module of it that the process maps, all
+// sites switching in one stop of the world.
+func Apply(ctx context.Context, pid int, b *bundle.Bundle, opts Options) (Result, error) {
+	res := Result{Pid: pid}
+	if b == nil {
+		return res, errors.New("apply: no bundle given")
+	}
+	res.PatchID, res.Level = b.ID, b.Level
+	wrap := func(err error) error { return fmt.Errorf("apply %s to pid %d: %w", b.ID, pid, err) }
+	if err := b.Validate(); err != nil {
+		return res, wrap(fmt.Errorf("%w: %w", bundle.ErrMalformed, err))
+	}
+	s, err := attach(ctx, pid, opts)
+	if err != nil {
+		return res, wrap(err)
+	}
+	defer s.close()
+	plans, err := s.matchModules(b)
+	if err != nil {
+		return res, wrap(err)
+	}
+	res.Recovered, err = s.recover()
+	if err != nil {
+		return res, wrap(fmt.Errorf("finish what an earlier run left: %w", err))
+	}
+	regions, err := s.regions()
+	if err != nil {
+		return res, wrap(err)
+	}
+	plans, err = checkLevels(b, plans, regions, pid)
+	if err != nil {
+		return res, wrap(err)
+	}
+	if len(plans) == 0 {
+		res.AlreadyApplied = true
+		return res, nil
+	}
+	for _, p := range plans {
+		if err := s.checkSites(p); err != nil {
+			return res, wrap(err)
+		}
+	}
+	if err := s.prepare(b, plans); err != nil {
+		return res, wrap(err)
+	}
+	s.opts.failpoint("prepared")
+	if err := s.switchOver(plans, &res); err != nil {
+		if !s.wroteSites {
+			s.discard(plans)
+		}
+		return res, wrap(err)
+	}
+	s.opts.failpoint("applied")
+	for _, p := range plans {
+		for _, sp := range p.sites {
+			if sp.quiesce {
+				note := sp.f.Name
+				if sp.reason != "" {
+					note += ": " + sp.reason
+				}
+				res.Quiescent = append(res.Quiescent, note)
+			}
+		}
+	}
+	return res, nil
+}
+
+// matchModules pairs the bundle's modules with the process's by build-id.
+func (s *session) matchModules(b *bundle.Bundle) ([]*modPlan, error) {
+	mods, err := proc.Modules(s.pid)
+	if err != nil {
+		return nil, err
+	}
+	var plans []*modPlan
+	for _, m := range mods {
+		if bm := b.Module(m.BuildID); bm != nil {
+			plans = append(plans, &modPlan{bm: bm, mod: m})
+		}
+	}
+	if len(plans) > 0 {
+		return plans, nil
+	}
+	for _, bm := range b.Modules {
+		base := filepath.Base(bm.Name)
+		for _, m := range mods {
+			if base != "" && base != "." && filepath.Base(m.Path) == base {
+				return nil, newErr(ErrBuildIDMismatch, "pid %d maps %s with build-id %x, but the bundle is for %s: the bundle was built for another version of this binary", s.pid, m.Path, m.BuildID, bm.BuildID)
+			}
+		}
+	}
+	names := make([]string, len(b.Modules))
+	for i, bm := range b.Modules {
+		names[i] = fmt.Sprintf("%s (build-id %s)", bm.Name, bm.BuildID)
+	}
+	return nil, newErr(ErrNotMapped, "pid %d does not map any module of this bundle (%s); check the pid, or list the processes that do with --all", s.pid, strings.Join(names, ", "))
+}
+
+// regions lists the hotfleet regions in the process now.
+func (s *session) regions() ([]*region, error) {
+	maps, err := proc.ReadMaps(s.pid)
+	if err != nil {
+		return nil, err
+	}
+	return findRegions(s.mem, maps)
+}
+
+// checkLevels finds the applied region each module plan replaces and drops
+// the modules where this very patch is already applied.
+func checkLevels(b *bundle.Bundle, plans []*modPlan, regions []*region, pid int) ([]*modPlan, error) {
+	var out []*modPlan
+	for _, p := range plans {
+		var live *region
+		for _, r := range regions {
+			if r.State == stateApplied && bytes.Equal(r.BuildID, p.mod.BuildID) {
+				live = r
+				break
+			}
+		}
+		switch {
+		case live == nil:
+		case live.PatchID == b.ID && live.Level == b.Level:
+			continue // already applied: nothing to write for this module
+		case live.Level >= b.Level:
+			return nil, newErr(ErrLevel, "level %d of %s is already applied to %s in pid %d; this bundle is level %d: revert it first or apply a higher level", live.Level, live.PatchID, p.mod.Path, pid, b.Level)
+		default:
+			p.old = live
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// checkSites reads every site and checks it against the bundle without
+// stopping anything.
+func (s *session) checkSites(p *modPlan) error {
+	for _, f := range p.bm.Sites() {
+		sp := &sitePlan{f: f, addr: p.mod.Bias + f.Site}
+		sp.cur = make([]byte, f.OldSize)
+		if err := s.mem.ReadAt(sp.cur, sp.addr); err != nil {
+			return fmt.Errorf("read function %s at %#x: %w", f.Name, sp.addr, err)
+		}
+		sp.orig = bytes.Clone(sp.cur)
+		if p.old != nil {
+			sp.old = p.old.siteAt(sp.addr)
+		}
+		if o := sp.old; o != nil {
+			at := int(o.JumpOff)
+			if at+len(o.Jump) > len(sp.cur) || !bytes.Equal(sp.cur[at:at+len(o.Jump)], o.Jump) {
+				return newErr(ErrOldBytes, "function %s at %#x does not hold the jump that %s level %d recorded: something else rewrote it; revert that patch or restart the process", f.Name, sp.addr, p.old.PatchID, p.old.Level)
+			}
+			copy(sp.orig[at:], o.Saved)
+		}
+		if sum := sha256.Sum256(sp.orig); !bytes.Equal(sum[:], f.OldHash) {
+			return newErr(ErrOldBytes, "old bytes of %s at %#x differ from what the bundle expects: the function was already patched by something else, or the bundle was built for another build", f.Name, sp.addr)
+		}
+		sp.skip = entrySkip(sp.orig)
+		if room := f.OldSize - uint32(sp.skip); room < jmpRel32Len {
+			return newErr(ErrTooSmall, "function %s is %d bytes long; a jump needs %d bytes after its entry: it cannot be hot patched, patch its callers instead", f.Name, f.OldSize, jmpRel32Len+int(sp.skip))
+		}
+		sp.quiesce = s.opts.Quiescent || p.bm.FuncConsistency(f) == bundle.Quiescent
+		p.sites = append(p.sites, sp)
+	}
+	return nil
+}
+
+// prepare maps one region per module, near the module, and writes its header
+// and linked code. Nothing jumps to it yet, and nothing but one thread, for
+// the mmap, is stopped.
+func (s *session) prepare(b *bundle.Bundle, plans []*modPlan) error {
+	for _, p := range plans {
+		if err := s.prepareOne(b, p); err != nil {
+			s.discard(plans)
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *session) prepareOne(b *bundle.Bundle, p *modPlan) error {
+	h := &p.hdr
+	h.State = statePrepared
+	h.Level = b.Level
+	h.Bias = p.mod.Bias
+	h.PatchID = b.ID
+	h.Module = p.mod.Path
+	if len(h.Module) > maxModuleNameLen {
+		h.Module = h.Module[len(h.Module)-maxModuleNameLen:]
+	}
+	h.MapName = mapName(b.ID, b.Level)
+	h.BuildID = p.mod.BuildID
+	h.CodeSize = uint64(len(p.bm.Code))
+	for _, f := range p.bm.Funcs {
+		if f.New {
+			h.Flags |= flagHasNew
+		}
+	}
+	if p.old != nil {
+		h.Replaces = p.old.Addr
+	}
+	h.Sites = make([]siteRec, len(p.sites))
+	for i, sp := range p.sites {
+		h.Sites[i].Name = sp.f.Name
+	}
+	h.HeaderSize = uint32(headerSize(h))
+	h.CodeOffset = uint64(h.HeaderSize)
+	h.RegionSize = pageAlign(h.CodeOffset + h.CodeSize)
+
+	spec := proc.HoleSpec{
+		Near:  []proc.Range{{Start: p.mod.Start, End: p.mod.End}},
+		Size:  h.RegionSize,
+		Low32: p.bm.NeedsLow32(),
+	}
+	for attempt := 1; ; attempt++ {
+		maps, err := proc.ReadMaps(s.pid)
+		if err != nil {
+			return err
+		}
+		spec.Avoid = brkGap(s.pid, maps)
+		hint, err := proc.FindHole(maps, spec)
+		if err != nil {
+			return fmt.Errorf("map the patch code near %s: %w; unload something from the process or restart it", p.mod.Path, err)
+		}
+		if _, err := s.t.StopOne(s.ctx); err != nil {
+			return fmt.Errorf("stop a thread to map the patch code: %w", err)
+		}
+		addr, err := s.remote(syscall.SYS_MMAP, hint, h.RegionSize, protRead|protExec, mapPrivate|mapAnonymous|mapFixedNoreplace, ^uint64(0), 0)
+		if errIs(err, syscall.EEXIST) && attempt < maxMapAttempts {
+			s.resume()
+			continue // the target mapped something there meanwhile
+		}
+		if err != nil {
+			s.resume()
+			return fmt.Errorf("map %d bytes at %#x: %w", h.RegionSize, hint, err)
+		}
+		if addr != hint {
+			// A kernel without MAP_FIXED_NOREPLACE took the address as a hint.
+			_, uerr := s.remote(syscall.SYS_MUNMAP, addr, h.RegionSize)
+			s.resume()
+			return fmt.Errorf("map %d bytes at %#x: the kernel placed them at %#x instead (unmapped again: %v); this kernel lacks MAP_FIXED_NOREPLACE (Linux 4.17+)", h.RegionSize, hint, addr, uerr)
+		}
+		p.addr = addr
+		err = s.planSites(p)
+		if err == nil {
+			err = s.mem.WriteAt(h.encode(), addr)
+		}
+		if err != nil {
+			_, uerr := s.remote(syscall.SYS_MUNMAP, addr, h.RegionSize)
+			s.resume()
+			if uerr != nil {
+				s.log.Warn("unmap region after failure", "pid", s.pid, "addr", addr, "err", uerr)
+			}
+			p.addr = 0
+			return err
+		}
+		// The name lets 'status' find the region from the maps alone. It is
+		// read from the header just written, inside the target.
+		_, err = s.remote(syscall.SYS_PRCTL, prSetVMA, prSetVMAAnonName, addr, h.RegionSize, addr+mapNameOffset(h.encode()))
+		if err != nil {
+			s.log.Info("region left unnamed", "pid", s.pid, "addr", addr, "err", err)
+		}
+		if _, err := s.t.Resume(); err != nil {
+			return fmt.Errorf("resume after mapping the patch code: %w", err)
+		}
+		break
+	}
+	code, err := p.bm.Link(p.mod.Bias, p.addr+h.CodeOffset)
+	if err != nil {
+		return err
+	}
+	if err := s.mem.WriteAt(code, p.addr+h.CodeOffset); err != nil {
+		return fmt.Errorf("write the patch code at %#x: %w", p.addr+h.CodeOffset, err)
+	}
+	return nil
+}
+
+// planSites picks each site's jump now that the region's address is known,
+// and decides which functions need quiescent mode.
+func (s *session) planSites(p *modPlan) error {
+	codeAddr := p.addr + p.hdr.CodeOffset
+	for i, sp := range p.sites {
+		f := sp.f
+		from := sp.addr + uint64(sp.skip)
+		to := codeAddr + uint64(f.Offset)
+		jump := jumpBytes(from, to, f.OldSize-uint32(sp.skip))
+		if jump == nil {
+			return newErr(ErrTooSmall, "function %s is %d bytes long; the patch code at %#x is out of rel32 reach and an absolute jump needs %d bytes after its entry", f.Name, f.OldSize, to, jmpAbs64Len+int(sp.skip))
+		}
+		if forced, why := branchIntoJump(sp.orig, sp.addr, sp.skip, uint8(len(jump))); forced {
+			if !sp.quiesce {
+				sp.reason = "switched in quiescent mode because " + why
+				s.log.Info("quiescent mode forced", "pid", s.pid, "function", f.Name, "reason", why)
+			}
+			sp.quiesce = true
+		}
+		rec := siteRec{
+			Site: sp.addr, New: to, JumpOff: sp.skip, JumpLen: uint8(len(jump)),
+			OldSize: f.OldSize, NewSize: f.Size, Name: f.Name, Jump: jump,
+			Saved: bytes.Clone(sp.orig[sp.skip : int(sp.skip)+len(jump)]),
+		}
+		if sp.quiesce {
+			rec.Flags |= siteQuiescent
+		}
+		sp.rec = rec
+		p.hdr.Sites[i] = rec
+	}
+	return nil
+}
+
+// brkGap is the address range brk will grow the heap into.
+func brkGap(pid int, maps []proc.Mapping) []proc.Range {
+	for _, m := range maps {
+		if m.Path == "[heap]" {
+			return []proc.Range{{Start: m.Start, End: m.End + brkReserve}}
+		}
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return nil
+	}
+	exe = strings.TrimSuffix(exe, " (deleted)")
+	var end uint64
+	for _, m := range maps {
+		if m.Name() == exe && m.End > end {
+			end = m.End
+		}
+	}
+	if end == 0 {
+		return nil
+	}
+	return []proc.Range{{Start: end, End: end + brkReserve}}
+}
+
+// blockRanges are the ranges no thread may be in while the sites of r (or
+// the plan) are rewritten: the bytes being overwritten, and for quiescent
+// functions the whole old function and the replaced level's code for it.
+func blockRanges(r *siteRec, old *siteRec) []busyRange {
+	at := r.jumpAt()
+	out := []busyRange{{lo: at + 1, hi: at + uint64(r.JumpLen), fn: r.Name}}
+	if r.quiescent() {
+		out = append(out, busyRange{lo: at + 1, hi: r.Site + uint64(r.OldSize), fn: r.Name})
+		if old != nil {
+			out = append(out, busyRange{lo: old.New, hi: old.New + uint64(old.NewSize), fn: r.Name})
+		}
+	}
+	return out
+}
+
+// switchOver stops the world until every function is idle, redirects every
+// site of every module plan, and records the new state in the regions.
+func (s *session) switchOver(plans []*modPlan, res *Result) error {
+	var block []busyRange
+	var watch []*region
+	for _, p := range plans {
+		for _, sp := range p.sites {
+			block = append(block, blockRanges(&sp.rec, sp.old)...)
+		}
+		if p.old != nil {
+			watch = append(watch, p.old)
+			for i := range p.old.Sites {
+				o := &p.old.Sites[i]
+				if p.plannedSite(o.Site) == nil {
+					block = append(block, blockRanges(o, nil)...)
+				}
+			}
+		}
+	}
+	used, err := s.stopIdle(block, watch)
+	if err != nil {
+		return err
+	}
+	for _, p := range plans {
+		for _, sp := range p.sites {
+			now := make([]byte, len(sp.cur))
+			if err := s.mem.ReadAt(now, sp.addr); err != nil {
+				s.resume()
+				return fmt.Errorf("re-read function %s at %#x: %w", sp.f.Name, sp.addr, err)
+			}
+			if !bytes.Equal(now, sp.cur) {
+				s.resume()
+				return newErr(ErrOldBytes, "function %s at %#x changed while the patch was being prepared: something else is rewriting it; nothing was switched", sp.f.Name, sp.addr)
+			}
+		}
+	}
+	for _, p := range plans {
+		if err := s.setState(p.addr, stateSwitching); err != nil {
+			s.resume()
+			return err
+		}
+	}
+	s.opts.failpoint("switching")
+	s.wroteSites = true
+	for _, p := range plans {
+		for _, sp := range p.sites {
+			if err := s.mem.WriteAt(sp.rec.Jump, sp.rec.jumpAt()); err != nil {
+				s.resume()
+				return fmt.Errorf("write the jump of %s at %#x (the region stays in state switching; the next run finishes it): %w", sp.f.Name, sp.rec.jumpAt(), err)
+			}
+			res.Functions++
+			s.opts.failpoint("site")
+		}
+	}
+	for _, p := range plans {
+		if err := s.finishSwitch(p.addr, p.old, p.hdr.Sites); err != nil {
+			s.resume()
+			return err
+		}
+	}
+	pause, err := s.t.Resume()
+	res.Pause = pause
+	if err != nil {
+		return fmt.Errorf("resume after the switch (the patch is applied): %w", err)
+	}
+	for i, old := range watch {
+		res.Replaced = old.PatchID
+		s.dropIfUnused(old, used[i])
+	}
+	return nil
+}
+
+func (p *modPlan) plannedSite(addr uint64) *sitePlan {
+	for _, sp := range p.sites {
+		if sp.addr == addr {
+			return sp
+		}
+	}
+	return nil
+}
+
+// finishSwitch completes a switch with the world stopped: the replaced
+// level's sites that the new level does not patch get their original bytes
+// back, the replaced region is marked superseded and the new one applied.
+func (s *session) finishSwitch(addr uint64, old *region, sites []siteRec) error {
+	if old != nil {
+		for i := range old.Sites {
+			o := &old.Sites[i]
+			if hasSite(sites, o.Site) {
+				continue
+			}
+			cur := make([]byte, len(o.Jump))
+			if err := s.mem.ReadAt(cur, o.jumpAt()); err != nil {
+				return fmt.Errorf("read site of %s at %#x: %w", o.Name, o.jumpAt(), err)
+			}
+			if bytes.Equal(cur, o.Jump) {
+				if err := s.mem.WriteAt(o.Saved, o.jumpAt()); err != nil {
+					return fmt.Errorf("restore %s at %#x: %w", o.Name, o.jumpAt(), err)
+				}
+			}
+		}
+		if err := s.write64(old.Addr+offReplacedBy, addr); err != nil {
+			return err
+		}
+		if err := s.setState(old.Addr, stateSuperseded); err != nil {
+			return err
+		}
+		old.State = stateSuperseded
+	}
+	if err := s.write64(addr+offApplied, uint64(time.Now().UnixNano())); err != nil {
+		return err
+	}
+	return s.setState(addr, stateApplied)
+}
+
+func hasSite(sites []siteRec, addr uint64) bool {
+	for i := range sites {
+		if sites[i].Site == addr {
+			return true
+		}
+	}
+	return false
+}
+
+// setState changes a region's state with one aligned 4-byte write, so a
+// hotfleet killed at any moment leaves either the old or the new state.
+func (s *session) setState(addr uint64, st state) error {
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], uint32(st))
+	if err := s.mem.WriteAt(b[:], addr+offState); err != nil {
+		return fmt.Errorf("set region %#x to %s: %w", addr, st, err)
+	}
+	return nil
+}
+
+func (s *session) write64(addr, v uint64) error {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
+	if err := s.mem.WriteAt(b[:], addr); err != nil {
+		return fmt.Errorf("write region field at %#x: %w", addr, err)
+	}
+	return nil
+}
+
+// discard unmaps the regions prepared by a failed apply; nothing jumps to
+// them. A failure here leaves a prepared region the next run removes.
+func (s *session) discard(plans []*modPlan) {
+	for _, p := range plans {
+		if p.addr == 0 {
+			continue
+		}
+		r := &region{Addr: p.addr, header: p.hdr}
+		if err := s.unmap(r); err != nil {
+			s.log.Warn("remove prepared region", "pid", s.pid, "err", err)
+		}
+		p.addr = 0
+	}
+}
+
+// dropIfUnused unmaps a superseded or reverted region when the stop that
+// made it unreachable proved that no thread was in it or would return into
+// it. Regions with new functions stay: a pointer to one may have escaped
+// into the target's data, and calling through it after an unmap would crash.
+func (s *session) dropIfUnused(r *region, used bool) bool {
+	if used || r.Flags&flagHasNew != 0 {
+		return false
+	}
+	if err := s.unmap(r); err != nil {
+		s.log.Warn("unmap unused region", "pid", s.pid, "err", err)
+		return false
+	}
+	return true
+}

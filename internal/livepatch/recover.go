@@ -1,0 +1,230 @@
+package livepatch
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+)
+
+// Recover finishes or undoes whatever an interrupted earlier run left in the
+// process, and unmaps superseded and reverted regions once they are proven
+// unused. It returns one line per action taken.
+func Recover(ctx context.Context, pid int, opts Options) ([]string, error) {
+	s, err := attach(ctx, pid, opts)
+	if err != nil {
+		return nil, fmt.Errorf("recover pid %d: %w", pid, err)
+	}
+	defer s.close()
+	done, err := s.recover()
+	if err != nil {
+		return done, fmt.Errorf("recover pid %d: %w", pid, err)
+	}
+	return done, nil
+}
+
+// recover is Recover on an attached process.
+func (s *session) recover() ([]string, error) {
+	regions, err := s.regions()
+	if err != nil {
+		return nil, err
+	}
+	byAddr := map[uint64]*region{}
+	for _, r := range regions {
+		byAddr[r.Addr] = r
+	}
+	var done []string
+	for _, r := range regions {
+		what := fmt.Sprintf("%s level %d (region %#x)", r.PatchID, r.Level, r.Addr)
+		switch r.State {
+		case statePrepared:
+			// No site was ever written while the region was prepared.
+			if err := s.unmap(r); err != nil {
+				return done, err
+			}
+			r.State = 0
+			done = append(done, fmt.Sprintf("%s: an apply was interrupted before switching; removed its unused region", what))
+		case stateSwitching:
+			n, err := s.rollForwardSwitch(r, byAddr[r.Replaces])
+			if err != nil {
+				return done, fmt.Errorf("finish the interrupted apply of %s: %w", what, err)
+			}
+			done = append(done, fmt.Sprintf("%s: an apply was interrupted while switching; finished it (%d of %d sites written now)", what, n, len(r.Sites)))
+		case stateReverting:
+			n, err := s.rollForwardRevert(r)
+			if err != nil {
+				return done, fmt.Errorf("finish the interrupted revert of %s: %w", what, err)
+			}
+			done = append(done, fmt.Sprintf("%s: a revert was interrupted; finished it (%d of %d sites restored now)", what, n, len(r.Sites)))
+		}
+	}
+	var idle []*region
+	for _, r := range regions {
+		if (r.State == stateSuperseded || r.State == stateReverted) && r.Flags&flagHasNew == 0 {
+			idle = append(idle, r)
+		}
+	}
+	if len(idle) == 0 {
+		return done, nil
+	}
+	// One stop proves which of them no thread is in or will return into.
+	used, err := s.stopIdle(nil, idle)
+	if err != nil {
+		return done, err
+	}
+	if _, err := s.t.Resume(); err != nil {
+		return done, fmt.Errorf("resume: %w", err)
+	}
+	for i, r := range idle {
+		if used[i] {
+			continue
+		}
+		if err := s.unmap(r); err != nil {
+			return done, err
+		}
+		done = append(done, fmt.Sprintf("%s %s level %d (region %#x): no thread uses it any more; unmapped it", r.State, r.PatchID, r.Level, r.Addr))
+	}
+	return done, nil
+}
+
+// rollForwardSwitch completes a switch that was interrupted: every site that
+// does not jump to r yet is switched, provided it holds either the original
+// bytes or the replaced level's jump.
+func (s *session) rollForwardSwitch(r, old *region) (int, error) {
+	var block []busyRange
+	for i := range r.Sites {
+		var o *siteRec
+		if old != nil {
+			o = old.siteAt(r.Sites[i].Site)
+		}
+		block = append(block, blockRanges(&r.Sites[i], o)...)
+	}
+	if old != nil {
+		for i := range old.Sites {
+			if !hasSite(r.Sites, old.Sites[i].Site) {
+				block = append(block, blockRanges(&old.Sites[i], nil)...)
+			}
+		}
+	}
+	if _, err := s.stopIdle(block, nil); err != nil {
+		return 0, err
+	}
+	n := 0
+	for i := range r.Sites {
+		rec := &r.Sites[i]
+		size := len(rec.Jump)
+		var o *siteRec
+		if old != nil {
+			if o = old.siteAt(rec.Site); o != nil && int(o.JumpOff)+len(o.Jump) > int(rec.JumpOff)+size {
+				size = int(o.JumpOff) + len(o.Jump) - int(rec.JumpOff)
+			}
+		}
+		cur := make([]byte, size)
+		if err := s.mem.ReadAt(cur, rec.jumpAt()); err != nil {
+			s.resume()
+			return n, fmt.Errorf("read site of %s at %#x: %w", rec.Name, rec.jumpAt(), err)
+		}
+		switch {
+		case bytes.HasPrefix(cur, rec.Jump):
+			continue
+		case bytes.HasPrefix(cur, rec.Saved),
+			o != nil && o.JumpOff == rec.JumpOff && bytes.HasPrefix(cur, o.Jump):
+		default:
+			s.resume()
+			return n, fmt.Errorf("function %s at %#x holds neither its original bytes nor a hotfleet jump: something else rewrote it; the region stays in state switching", rec.Name, rec.Site)
+		}
+		if err := s.mem.WriteAt(rec.Jump, rec.jumpAt()); err != nil {
+			s.resume()
+			return n, fmt.Errorf("write the jump of %s at %#x: %w", rec.Name, rec.jumpAt(), err)
+		}
+		n++
+		s.opts.failpoint("site")
+	}
+	if err := s.finishSwitch(r.Addr, old, r.Sites); err != nil {
+		s.resume()
+		return n, err
+	}
+	r.State = stateApplied
+	if _, err := s.t.Resume(); err != nil {
+		return n, fmt.Errorf("resume: %w", err)
+	}
+	return n, nil
+}
+
+// rollForwardRevert completes a revert that was interrupted.
+func (s *session) rollForwardRevert(r *region) (int, error) {
+	return s.restore(r, false)
+}
+
+// restore stops the world until the sites of r are idle and writes back the
+// original bytes of every site still jumping to r. strict refuses when a site
+// does not hold the jump (a fresh revert); otherwise sites already restored
+// are skipped (finishing an interrupted revert). It returns the number of
+// sites restored.
+func (s *session) restore(r *region, strict bool) (int, error) {
+	n, _, err := s.restoreWatch(r, strict)
+	if err != nil {
+		return n, err
+	}
+	if _, err := s.t.Resume(); err != nil {
+		return n, fmt.Errorf("resume: %w", err)
+	}
+	return n, nil
+}
+
+// restoreWatch is restore leaving the world stopped on success, so the
+// caller can take the pause from Resume; it also tells whether the region was
+// in use during the stop.
+
+func (s *session) restoreWatch(r *region, strict bool) (int, bool, error) {
+	var block []busyRange
+	for i := range r.Sites {
+		rec := &r.Sites[i]
+		block = append(block, busyRange{lo: rec.jumpAt() + 1, hi: rec.jumpAt() + uint64(rec.JumpLen), fn: rec.Name})
+		if rec.quiescent() {
+			block = append(block, busyRange{lo: rec.New, hi: rec.New + uint64(rec.NewSize), fn: rec.Name})
+		}
+	}
+	used, err := s.stopIdle(block, []*region{r})
+	if err != nil {
+		return 0, false, err
+	}
+	fail := func(err error) (int, bool, error) {
+		s.resume()
+		return 0, false, err
+	}
+	cur := make([][]byte, len(r.Sites))
+	for i := range r.Sites {
+		rec := &r.Sites[i]
+		cur[i] = make([]byte, len(rec.Jump))
+		if err := s.mem.ReadAt(cur[i], rec.jumpAt()); err != nil {
+			return fail(fmt.Errorf("read site of %s at %#x: %w", rec.Name, rec.jumpAt(), err))
+		}
+		if bytes.Equal(cur[i], rec.Jump) || (!strict && bytes.Equal(cur[i], rec.Saved)) {
+			continue
+		}
+		return fail(fmt.Errorf("function %s at %#x no longer holds the jump %s level %d wrote: something else rewrote it; refusing to restore over it", rec.Name, rec.Site, r.PatchID, r.Level))
+	}
+	if err := s.setState(r.Addr, stateReverting); err != nil {
+		return fail(err)
+	}
+	s.opts.failpoint("reverting")
+	n := 0
+	for i := range r.Sites {
+		rec := &r.Sites[i]
+		if !bytes.Equal(cur[i], rec.Jump) {
+			continue
+		}
+		if err := s.mem.WriteAt(rec.Saved, rec.jumpAt()); err != nil {
+			s.resume()
+			return n, false, fmt.Errorf("restore %s at %#x (the region stays in state reverting; the next run finishes it): %w", rec.Name, rec.jumpAt(), err)
+		}
+		n++
+		s.opts.failpoint("site")
+	}
+	if err := s.setState(r.Addr, stateReverted); err != nil {
+		s.resume()
+		return n, false, err
+	}
+	r.State = stateReverted
+	return n, used[0], nil
+}

@@ -1,0 +1,205 @@
+package livepatch
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+
+	"hotfleet/internal/bundle"
+	"hotfleet/internal/proc"
+)
+
+// Revert restores the original code of every site of the applied patch id in
+// the process, in one stop of the world.
+func Revert(ctx context.Context, pid int, id string, opts Options) (Result, error) {
+	res := Result{Pid: pid, PatchID: id}
+	wrap := func(err error) error { return fmt.Errorf("revert %s in pid %d: %w", id, pid, err) }
+	s, err := attach(ctx, pid, opts)
+	if err != nil {
+		return res, wrap(err)
+	}
+	defer s.close()
+	res.Recovered, err = s.recover()
+	if err != nil {
+		return res, wrap(fmt.Errorf("finish what an earlier run left: %w", err))
+	}
+	regions, err := s.regions()
+	if err != nil {
+		return res, wrap(err)
+	}
+	var todo []*region
+	for _, r := range regions {
+		if r.PatchID == id && r.State == stateApplied {
+			todo = append(todo, r)
+		}
+	}
+	if len(todo) == 0 {
+		return res, newErr(ErrNotApplied, "patch %s is not applied in pid %d", id, pid)
+	}
+	for _, r := range todo {
+		res.Level = r.Level
+		n, used, err := s.restoreWatch(r, true)
+		if err != nil {
+			return res, wrap(err)
+		}
+		res.Functions += n
+		pause, err := s.t.Resume()
+		res.Pause += pause
+		if err != nil {
+			return res, wrap(fmt.Errorf("resume after the revert (the patch is reverted): %w", err))
+		}
+		s.opts.failpoint("reverted")
+		s.dropIfUnused(r, used)
+	}
+	return res, nil
+}
+
+// Status reports every hotfleet region in the process from its memory and
+// maps alone, without stopping it.
+func Status(ctx context.Context, pid int) ([]Applied, error) {
+	maps, err := proc.ReadMaps(pid)
+	if err != nil {
+		return nil, fmt.Errorf("status of pid %d: %w", pid, err)
+	}
+	mem, err := proc.OpenMem(pid)
+	if err != nil {
+		return nil, fmt.Errorf("status of pid %d: %w", pid, err)
+	}
+	defer mem.Close()
+	regions, err := findRegions(mem, maps)
+	if err != nil {
+		return nil, fmt.Errorf("status of pid %d: %w", pid, err)
+	}
+	out := make([]Applied, 0, len(regions))
+	for _, r := range regions {
+		a := Applied{
+			Pid: pid, PatchID: r.PatchID, Level: r.Level, BuildID: r.BuildID,
+			Module: r.Module, State: r.State.String(), Region: r.Addr, AppliedAt: appliedAt(r.AppliedNs),
+		}
+		active := 0
+		for i := range r.Sites {
+			rec := &r.Sites[i]
+			cur := make([]byte, len(rec.Jump))
+			on := mem.ReadAt(cur, rec.jumpAt()) == nil && bytes.Equal(cur, rec.Jump)
+			if on {
+				active++
+			}
+			a.Functions = append(a.Functions, AppliedFunc{Name: rec.Name, Site: rec.Site, New: rec.New, Active: on})
+		}
+		a.Consistent, a.Problem = judge(r, active)
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// judge tells whether a region's state agrees with its sites' bytes.
+func judge(r *region, active int) (bool, string) {
+	n := len(r.Sites)
+	const next = "the next apply, revert or 'hotfleet patch status --recover' finishes it"
+	switch r.State {
+	case stateApplied:
+		if active == n {
+			return true, ""
+		}
+		return false, fmt.Sprintf("applied, but only %d of %d sites hold the jump: something else rewrote the code; restart the process to get a known state", active, n)
+	case statePrepared:
+		if active == 0 {
+			return false, "an apply was interrupted before switching: nothing jumps to this region; " + next
+		}
+	case stateSwitching:
+		return false, fmt.Sprintf("interrupted while switching: %d of %d sites written; %s", active, n, next)
+	case stateReverting:
+		return false, fmt.Sprintf("interrupted while reverting: %d of %d sites still jump to the patch; %s", active, n, next)
+	case stateReverted, stateSuperseded:
+		if active == 0 {
+			return true, ""
+		}
+	default:
+		return false, "unknown state: written by a newer hotfleet?"
+	}
+	return false, fmt.Sprintf("%s, but %d of %d sites still jump to this region: something else rewrote the code", r.State, active, n)
+}
+
+// Targets lists the processes that map any module of b, found by the
+// build-ids in their memory. hotfleet itself and processes that vanish or
+// cannot be read are skipped.
+func Targets(ctx context.Context, b *bundle.Bundle) ([]int, error) {
+	var out []int
+	err := eachProcess(ctx, func(pid int) {
+		mods, err := proc.Modules(pid)
+		if err != nil {
+			return
+		}
+		for _, m := range mods {
+			if b.Module(m.BuildID) != nil {
+				out = append(out, pid)
+				return
+			}
+		}
+	})
+	return out, err
+}
+
+// Patched lists the processes holding at least one hotfleet region.
+func Patched(ctx context.Context) ([]int, error) {
+	var out []int
+	err := eachProcess(ctx, func(pid int) {
+		maps, err := proc.ReadMaps(pid)
+		if err != nil {
+			return
+		}
+		var cand []proc.Mapping
+		for _, m := range maps {
+			if candidate(m) {
+				cand = append(cand, m)
+			}
+		}
+		if len(cand) == 0 {
+			return
+		}
+		mem, err := proc.OpenMem(pid)
+		if err != nil {
+			return
+		}
+		defer mem.Close()
+		if rs, err := findRegions(mem, cand); err == nil && len(rs) > 0 {
+			out = append(out, pid)
+		}
+	})
+	return out, err
+}
+
+// eachProcess calls fn for every process but this one, in pid order.
+func eachProcess(ctx context.Context, fn func(pid int)) error {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return fmt.Errorf("list processes: %w", err)
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != self {
+			pids = append(pids, pid)
+		}
+	}
+	sort.Ints(pids)
+	for _, pid := range pids {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		fn(pid)
+	}
+	return nil
+}
+
+// appliedAt is when the region was applied, zero if it never was.
+func appliedAt(ns uint64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(ns))
+}
