@@ -1,0 +1,464 @@
+package build
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"hotfleet/internal/bundle"
+	"hotfleet/internal/testenv"
+)
+
+// config is one way of building the target: the patch must link right for
+// every one of them.
+type config struct {
+	name   string
+	cflags []string // for lib.c, as the target was compiled
+	shared bool     // lib.c and other.c are linked into liblib.so
+}
+
+var configs = []config{
+	{name: "pie", cflags: []string{"-fPIE"}},
+	{name: "nopie", cflags: []string{"-fno-pie"}},
+	{name: "pie-cet", cflags: []string{"-fPIE", "-fcf-protection"}},
+	{name: "shared", cflags: []string{"-fPIC", "-fcf-protection"}, shared: true},
+}
+
+var baseFlags = []string{"-O2", "-ffunction-sections", "-fdata-sections", "-Wl,--build-id"}
+
+func abs(t *testing.T, name string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// fixture is a built target plus its harness.
+type fixture struct {
+	cfg     config
+	dir     string
+	target  string // the module the patch is for
+	harness string
+	module  string // harness argument naming the module
+}
+
+func buildFixture(t *testing.T, cfg config) *fixture {
+	t.Helper()
+	testenv.NeedGCC(t)
+	dir := t.TempDir()
+	fx := &fixture{cfg: cfg, dir: dir}
+	flags := append(append([]string{}, baseFlags...), cfg.cflags...)
+	if cfg.shared {
+		fx.target = testenv.CC(t, filepath.Join(dir, "liblib.so"), append(flags, "-shared", abs(t, "lib.c"), abs(t, "other.c"))...)
+		fx.harness = testenv.CC(t, filepath.Join(dir, "harness"), "-O2", "-fPIE", "-pie", abs(t, "harness.c"), "-L"+dir, "-llib", "-Wl,-rpath,"+dir)
+		fx.module = "liblib.so"
+		return fx
+	}
+	link := "-pie"
+	if cfg.name == "nopie" {
+		link = "-no-pie"
+	}
+	fx.target = testenv.CC(t, filepath.Join(dir, "harness"), append(flags, link, abs(t, "harness.c"), abs(t, "lib.c"), abs(t, "other.c"))...)
+	fx.harness = fx.target
+	return fx
+}
+
+// object compiles lib.c as the target's build did, with extra -D flags.
+func (fx *fixture) object(t *testing.T, name string, extra ...string) string {
+	t.Helper()
+	flags := append(append([]string{}, baseFlags...), fx.cfg.cflags...)
+	flags = append(flags, extra...)
+	return testenv.CC(t, filepath.Join(fx.dir, name), append(flags, "-c", abs(t, "lib.c"))...)
+}
+
+func (fx *fixture) build(t *testing.T, fixedDefines ...string) (*Result, error) {
+	t.Helper()
+	orig := fx.object(t, "orig.o")
+	fixed := fx.object(t, "fixed.o", fixedDefines...)
+	return Build(context.Background(), Options{Target: fx.target, Orig: orig, Patched: fixed, ID: "hf-test", Level: 1})
+}
+
+// elfSym is a symbol with the STT_FILE it follows, read with debug/elf
+// directly so the test does not trust the code under test.
+type elfSym struct {
+	elf.Symbol
+	file string
+}
+
+func targetSymbols(t *testing.T, path string) []elfSym {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []elfSym
+	file := ""
+	for _, s := range syms {
+		if elf.ST_TYPE(s.Info) == elf.STT_FILE {
+			file = s.Name
+		}
+		out = append(out, elfSym{s, file})
+	}
+	return out
+}
+
+func symAddr(t *testing.T, syms []elfSym, name, file string) uint64 {
+	t.Helper()
+	for _, s := range syms {
+		if (s.Name == name || strings.HasPrefix(s.Name, name+"@")) && s.Section != elf.SHN_UNDEF &&
+			(file == "" || elf.ST_BIND(s.Info) != elf.STB_LOCAL || filepath.Base(s.file) == file) {
+			return s.Value
+		}
+	}
+	t.Fatalf("target has no symbol %s in %q", name, file)
+	return 0
+}
+
+// readelfSlots returns GOT slot addresses by symbol from `readelf -rW`.
+func readelfSlots(t *testing.T, path, relType string) map[string]uint64 {
+	t.Helper()
+	out, err := exec.Command("readelf", "-rW", path).Output()
+	if err != nil {
+		t.Fatalf("readelf -r %s: %v", path, err)
+	}
+	slots := map[string]uint64{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || !strings.HasPrefix(f[2], relType) {
+			continue
+		}
+		v, err := strconv.ParseUint(f[0], 16, 64)
+		if err != nil {
+			continue
+		}
+		slots[strings.SplitN(f[4], "@", 2)[0]] = v
+	}
+	return slots
+}
+
+func funcNames(m *bundle.Module, isNew bool) []string {
+	var out []string
+	for _, f := range m.Funcs {
+		if f.New == isNew {
+			out = append(out, f.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func hasFixup(m *bundle.Module, kind bundle.FixupKind, addend int64) bool {
+	for _, x := range m.Fixups {
+		if x.Kind == kind && x.Addend == addend {
+			return true
+		}
+	}
+	return false
+}
+
+// TestBuildLinksAgainstTarget checks what an author sees in the bundle for
+// each way of building the target.
+func TestBuildLinksAgainstTarget(t *testing.T) {
+	for _, cfg := range configs {
+		t.Run(cfg.name, func(t *testing.T) {
+			fx := buildFixture(t, cfg)
+			res, err := fx.build(t, "-DFIX")
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := &res.Bundle.Modules[0]
+			if got := funcNames(m, false); strings.Join(got, ",") != "classify,greet" {
+				t.Errorf("changed functions %v, want classify and greet", got)
+			}
+			if got := funcNames(m, true); strings.Join(got, ",") != "bonus" {
+				t.Errorf("new functions %v, want bonus", got)
+			}
+			syms := targetSymbols(t, fx.target)
+			for _, f := range m.Sites() {
+				if want := symAddr(t, syms, f.Name, "lib.c"); f.Site != want {
+					t.Errorf("site of %s is %#x, the target has it at %#x", f.Name, f.Site, want)
+				}
+			}
+			// The new string literals ship in the code.
+			for _, lit := range []string{"patched greeting #%d for %d\n", "a brand new literal"} {
+				if !bytes.Contains(m.Code, []byte(lit)) {
+					t.Errorf("bundle code lacks the new string literal %q", lit)
+				}
+			}
+			// printf (called) and, depending on the flags, fprintf/fwrite go
+			// through stubs that jump through exactly the target's GOT slot.
+			slots := readelfSlots(t, fx.target, "R_X86_64_JUMP_SLO")
+			printfSlot, ok := slots["printf"]
+			if !ok {
+				t.Fatalf("readelf shows no JUMP_SLOT for printf in %s", fx.target)
+			}
+			stubOK := false
+			for _, x := range m.Fixups {
+				if x.Kind == bundle.ModulePC32 && x.Offset >= 2 && bytes.Equal(m.Code[x.Offset-2:x.Offset], []byte{0xff, 0x25}) && x.Addend == int64(printfSlot)-4 {
+					stubOK = true
+				}
+			}
+			if !stubOK {
+				t.Errorf("no 'jmp *rel32(%%rip)' stub with a module-pc32 fixup to printf's GOT slot %#x (addend %#x); fixups: %+v", printfSlot, int64(printfSlot)-4, m.Fixups)
+			}
+			// counter, the static local calls.N and the file static hits
+			// are the target's own storage.
+			if cfg.shared {
+				got := readelfSlots(t, fx.target, "R_X86_64_GLOB_DAT")
+				if !hasFixup(m, bundle.ModulePC32, int64(got["counter"])-4) {
+					t.Errorf("counter is not reached through the library's GOT slot %#x", got["counter"])
+				}
+			} else {
+				if a := symAddr(t, syms, "counter", ""); !hasFixup(m, bundle.ModulePC32, int64(a)-4) {
+					t.Errorf("no module-pc32 fixup to counter at %#x", a)
+				}
+				if a := symAddr(t, syms, "stdout", ""); !hasFixup(m, bundle.ModulePC32, int64(a)-4) {
+					t.Errorf("no module-pc32 fixup to the executable's copy of stdout at %#x", a)
+				}
+			}
+			var calls uint64
+			for _, s := range syms {
+				if strings.HasPrefix(s.Name, "calls.") && filepath.Base(s.file) == "lib.c" {
+					calls = s.Value
+				}
+			}
+			found := false
+			for _, x := range m.Fixups {
+				// incl/add of a static local has a -4 or -8 displacement adjustment
+				if x.Kind == bundle.ModulePC32 && uint64(x.Addend+4) <= calls && calls <= uint64(x.Addend+8) {
+					found = true
+				}
+			}
+			if calls == 0 || !found {
+				t.Errorf("no module-pc32 fixup to greet's static local calls (at %#x)", calls)
+			}
+			if res.RodataBytes == 0 || len(res.Cold) == 0 {
+				t.Errorf("no read-only data (%d bytes) or cold fragment (%v): the jump table of classify was left out", res.RodataBytes, res.Cold)
+			}
+			// The bundle round-trips through the format.
+			data, err := bundle.Marshal(res.Bundle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := bundle.Decode(data); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestStaticNameInTwoFiles patches a static helper whose name also exists in
+// other.c: the site must be lib.c's.
+func TestStaticNameInTwoFiles(t *testing.T) {
+	fx := buildFixture(t, configs[0])
+	orig := fx.object(t, "orig.o")
+	// A fixed helper: change its constant by rewriting the source.
+	src, err := os.ReadFile(abs(t, "lib.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(fx.dir, "fixed")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fixedSrc := bytes.Replace(src, []byte("(x ^ 0x5a) * 3 + 1"), []byte("(x ^ 0x5a) * 5 + 2"), 1)
+	if bytes.Equal(src, fixedSrc) {
+		t.Fatal("testdata/lib.c no longer has the helper this test edits")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "lib.c"), fixedSrc, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fixed := testenv.CC(t, filepath.Join(dir, "fixed.o"), append(append(append([]string{}, baseFlags...), fx.cfg.cflags...), "-c", filepath.Join(dir, "lib.c"))...)
+	res, err := Build(context.Background(), Options{Target: fx.target, Orig: orig, Patched: fixed, ID: "hf-helper", Level: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms := targetSymbols(t, fx.target)
+	want := symAddr(t, syms, "helper", "lib.c")
+	other := symAddr(t, syms, "helper", "other.c")
+	sites := res.Bundle.Modules[0].Sites()
+	if len(sites) != 1 || sites[0].Name != "helper" || sites[0].Site != want {
+		t.Fatalf("sites %+v; want only helper at %#x (lib.c), not %#x (other.c)", sites, want, other)
+	}
+	if len(res.Changed) != 1 || res.Changed[0].File != "lib.c" && filepath.Base(res.Changed[0].File) != "lib.c" {
+		t.Errorf("summary %+v does not say the helper is lib.c's", res.Changed)
+	}
+}
+
+// TestRefusals checks that each change a hot patch cannot carry is refused
+// with a message naming the symbol.
+func TestRefusals(t *testing.T) {
+	fx := buildFixture(t, configs[2]) // PIE with endbr64
+	cases := []struct {
+		name    string
+		defines []string
+		origO   []string // extra flags for orig.o
+		want    []string
+	}{
+		{"nothing changed", nil, nil, []string{"nothing to patch: orig.o and fixed.o compile to the same code"}},
+		{"changed initial value", []string{"-DREFUSE_INIT"}, nil, []string{"initial value of initial_value_changes changed"}},
+		{"changed object size", []string{"-DREFUSE_SIZE"}, nil, []string{"grows", "changes size from 32 to 64 bytes"}},
+		{"new writable global", []string{"-DREFUSE_NEWGLOBAL"}, nil, []string{"brand_new_state", "shadow variable"}},
+		{"new TLS variable", []string{"-DREFUSE_TLS"}, nil, []string{"thread-local variable per_thread"}},
+		{"new library dependency", []string{"-DREFUSE_NEWLIB"}, nil, []string{"function greet now calls getpid, which harness does not import"}},
+		{"too small", []string{"-DREFUSE_TINY"}, nil, []string{"function tiny is 5 bytes", "too small to redirect"}},
+		{"orig.o built differently", []string{"-DFIX"}, []string{"-O0"}, []string{"orig.o was not built the same way as the target (function", "rebuild with the target's compiler and flags"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			orig := fx.object(t, "orig-"+strings.ReplaceAll(c.name, " ", "_")+".o", c.origO...)
+			fixedFlags := append(append([]string{}, c.origO...), c.defines...)
+			fixed := fx.object(t, "fixed-"+strings.ReplaceAll(c.name, " ", "_")+".o", fixedFlags...)
+			res, err := Build(context.Background(), Options{Target: fx.target, Orig: orig, Patched: fixed, ID: "hf-refuse", Level: 1})
+			if err == nil {
+				t.Fatalf("built a bundle (%d changed functions); want a refusal", len(res.Changed))
+			}
+			if !errors.Is(err, ErrRefused) {
+				t.Errorf("error does not wrap ErrRefused: %v", err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestRefusesBadInputs(t *testing.T) {
+	fx := buildFixture(t, configs[0])
+	orig := fx.object(t, "orig.o")
+	fixed := fx.object(t, "fixed.o", "-DFIX")
+	stripped := filepath.Join(fx.dir, "stripped")
+	if out, err := exec.Command("strip", "-o", stripped, fx.target).CombinedOutput(); err != nil {
+		t.Fatalf("strip: %v\n%s", err, out)
+	}
+	cases := []struct {
+		name                  string
+		target, orig, patched string
+		want                  string
+	}{
+		{"stripped target", stripped, orig, fixed, "is stripped (no .symtab)"},
+		{"executable as orig", fx.target, fx.target, fixed, "not a relocatable object"},
+		{"not ELF", fx.target, abs(t, "lib.c"), fixed, "malformed ELF"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Build(context.Background(), Options{Target: c.target, Orig: c.orig, Patched: c.patched, ID: "x", Level: 1})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v; want one saying %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestLinkedCodeRuns is the end-to-end proof of the linking: the harness
+// process maps the bundle code near its module, the Go side applies the
+// fixups with bundle.Module.Link for the harness's real load bias and region
+// address, and the harness calls the new greet and classify through function
+// pointers. Its output must equal that of the fix compiled natively.
+func TestLinkedCodeRuns(t *testing.T) {
+	for _, cfg := range configs {
+		t.Run(cfg.name, func(t *testing.T) {
+			fx := buildFixture(t, cfg)
+			res, err := fx.build(t, "-DFIX")
+			if err != nil {
+				t.Fatal(err)
+			}
+			native := fx.nativeFix(t)
+			got := fx.runPatched(t, &res.Bundle.Modules[0])
+			if got != native {
+				t.Fatalf("patched run printed:\n%s\nthe natively compiled fix prints:\n%s", got, native)
+			}
+			for _, want := range []string{"patched greeting #1 for 5", "via stdout: a brand new literal", "classify(3)=177", "classify(8)=-1", "other=206"} {
+				if !strings.Contains(got, want) {
+					t.Errorf("patched run did not print %q:\n%s", want, got)
+				}
+			}
+		})
+	}
+}
+
+// nativeFix runs the harness built directly from the fixed source.
+func (fx *fixture) nativeFix(t *testing.T) string {
+	t.Helper()
+	flags := append(append([]string{}, baseFlags...), "-fPIE", "-pie", "-DFIX", abs(t, "harness.c"), abs(t, "lib.c"), abs(t, "other.c"))
+	exe := testenv.CC(t, filepath.Join(fx.dir, "native"), flags...)
+	out, err := exec.Command(exe, "", "native").Output()
+	if err != nil {
+		t.Fatalf("native fix: %v", err)
+	}
+	return string(out)
+}
+
+func (fx *fixture) runPatched(t *testing.T, m *bundle.Module) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, fx.harness, fx.module, "patched")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(stdout)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		cmd.Wait()
+		t.Fatalf("harness: %v; stderr: %s", err, stderr.String())
+	}
+	var bias, region uint64
+	if _, err := fmt.Sscanf(line, "%x %x", &bias, &region); err != nil {
+		t.Fatalf("harness said %q: %v", line, err)
+	}
+	code, err := m.Link(bias, region)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.NeedsLow32() && region >= 1<<31 {
+		t.Fatalf("bundle needs low 2 GB but the harness mapped it at %#x", region)
+	}
+	path := filepath.Join(fx.dir, fmt.Sprintf("code-%x.bin", region))
+	if err := os.WriteFile(path, code, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	offs := map[string]uint32{}
+	for _, f := range m.Funcs {
+		offs[f.Name] = f.Offset
+	}
+	fmt.Fprintf(stdin, "%s %d %d\n", path, offs["greet"], offs["classify"])
+	stdin.Close()
+	var rest bytes.Buffer
+	rest.ReadFrom(r)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("harness with the patch code: %v\noutput:\n%s\nstderr: %s", err, rest.String(), stderr.String())
+	}
+	return rest.String()
+}
+

@@ -1,0 +1,107 @@
+/* The source file a patch is built for. Its fixed versions are selected
+ * with -D flags, so orig.o and every fixed.o share the file name lib.c,
+ * as they do when an author rebuilds one file of a real program. */
+#include <stdio.h>
+#include <unistd.h>
+
+int counter;
+int initval = 5;
+int sizes[4];
+static int hits;
+#ifdef REFUSE_TLS
+__thread int per_thread;
+#endif
+#ifdef REFUSE_NEWGLOBAL
+int brand_new_state;
+#endif
+
+/* Same name as a static function in other.c: the patch must bind to this one. */
+__attribute__((noinline)) static int helper(int x)
+{
+	return (x ^ 0x5a) * 3 + 1;
+}
+
+__attribute__((noinline)) int get_hits(void) { return hits; }
+
+/* Unchanged: makes the library import printf and fprintf, which the fix uses. */
+__attribute__((noinline)) void show(void)
+{
+	printf("counter=%d\n", counter);
+	fprintf(stdout, "hits=%d\n", hits);
+}
+
+__attribute__((noinline)) void tiny(void)
+{
+#ifdef REFUSE_TINY
+	counter++;
+#endif
+}
+
+#ifdef FIX
+/* New in the fix: reached only from the new greet. */
+__attribute__((noinline)) static int bonus(int x)
+{
+	return x * 1000 + sizes[1];
+}
+#endif
+
+__attribute__((noinline)) int greet(int x)
+{
+	static int calls;
+	calls++;
+#if defined(FIX)
+	counter += 2 * x;
+	hits += 10;
+	printf("patched greeting #%d for %d\n", calls, x);
+	fprintf(stdout, "via stdout: %s\n", "a brand new literal");
+	return helper(x) + bonus(calls);
+#elif defined(REFUSE_NEWLIB)
+	counter += x;
+	return (int)getpid() + calls;
+#elif defined(REFUSE_TLS)
+	per_thread += x;
+	return per_thread + calls;
+#elif defined(REFUSE_NEWGLOBAL)
+	brand_new_state += x;
+	return brand_new_state + calls;
+#else
+	counter += x;
+	hits++;
+	puts("hello");
+	return helper(x) + calls + initval;
+#endif
+}
+
+/* A switch gcc compiles to a jump table: relocated read-only data. */
+__attribute__((noinline)) int classify(int n, int v)
+{
+	switch (n) {
+	case 0: return v * 3;
+	case 1: return v + 17;
+	case 2: return v ^ 0x55;
+#ifdef FIX
+	case 3: return (v << 4) + 1;
+#else
+	case 3: return v << 4;
+#endif
+	case 4: return v - 99;
+	case 5: return v * v;
+	case 6: return ~v;
+	case 7: return v / 3;
+	}
+	return -1;
+}
+
+#ifdef REFUSE_INIT
+int initial_value_changes = 2;
+#else
+int initial_value_changes = 1;
+#endif
+
+#ifdef REFUSE_SIZE
+long grows[8];
+#else
+long grows[4];
+#endif
+
+__attribute__((noinline)) long use_grows(int i) { return grows[i & 3] + initial_value_changes; }
