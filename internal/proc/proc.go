@@ -7,41 +7,88 @@
 // defensively. Every ptrace request for a process is issued from one goroutine
 // locked to its OS thread (see Tracer).
 //
-// API CONTRACT (filled in by the implementation; signatures are fixed):
-//
-//	type Mapping struct{ Start, End, Offset uint64; Perms, Dev string; Inode uint64; Path string }
-//	func ReadMaps(pid int) ([]Mapping, error)
-//	func (m Mapping) Exec() bool; Readable() bool; Name() string
-//	func Threads(pid int) ([]int, error)                      // /proc/PID/task
-//
-//	type Module struct{ Path string; BuildID []byte; Bias, Start, End uint64 }
-//	func Modules(pid int) ([]Module, error)   // ELF modules, build-id read from target memory
-//	func (Module) Contains(addr uint64) bool
-//
-//	type Mem struct{...}                       // /proc/PID/mem, works on R-X pages
-//	func OpenMem(pid int) (*Mem, error)
-//	func (*Mem) ReadAt(p []byte, addr uint64) error   // full read or error
-//	func (*Mem) WriteAt(p []byte, addr uint64) error  // full write or error
-//	func (*Mem) Close() error
-//
-//	type HoleSpec struct{ Near []Range; Size uint64; Low32 bool; Avoid []Range }
-//	type Range struct{ Start, End uint64 }
-//	func FindHole(maps []Mapping, spec HoleSpec) (uint64, error)  // ErrNoHole wrapped
-//
-//	type Tracer struct{...}                    // one per process
-//	func Attach(ctx context.Context, pid int) (*Tracer, error)   // opens, stops nothing
-//	func (*Tracer) Pid() int
-//	func (*Tracer) Mem() *Mem
-//	func (*Tracer) StopOne(ctx) (tid int, err error)    // seize+interrupt one thread
-//	func (*Tracer) StopAll(ctx) error                   // seize+interrupt all until stable
-//	func (*Tracer) Stopped() []Thread                   // threads now stopped, with regs
-//	func (*Tracer) Syscall(ctx, nr int, args ...uint64) (uint64, error) // on a stopped thread, crash-safe
-//	func (*Tracer) Resume() (pause time.Duration, err error) // detach all; pause = first stop .. last detach
-//	func (*Tracer) Close() error                        // Resume if needed; end the goroutine
-//
-//	type Thread struct{ Tid int; PC, SP uint64 }
-//
-//	var ErrNoHole, ErrPermission, ErrAlreadyTraced error
-//	type ExitedError struct{ Pid int }                  // Error(); Is(ErrExited)
-//	var ErrExited error
+// The stop protocol and the crash-safe remote system call are explained in
+// docs/proc.md.
 package proc
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Mapping is one line of /proc/PID/maps.
+type Mapping struct {
+	Start, End, Offset uint64
+	Perms, Dev         string
+	Inode              uint64
+	Path               string
+}
+
+// Exec reports whether the mapping is executable.
+func (m Mapping) Exec() bool { return len(m.Perms) >= 3 && m.Perms[2] == 'x' }
+
+// Readable reports whether the mapping is readable.
+func (m Mapping) Readable() bool { return len(m.Perms) >= 1 && m.Perms[0] == 'r' }
+
+// Name is the mapping's path without the " (deleted)" marker the kernel adds
+// after the file was replaced, so that a module keeps its name across a
+// package upgrade. It is informational only: modules are identified by build-id.
+func (m Mapping) Name() string {
+	const deleted = " (deleted)"
+	if len(m.Path) > len(deleted) && m.Path[len(m.Path)-len(deleted):] == deleted {
+		return m.Path[:len(m.Path)-len(deleted)]
+	}
+	return m.Path
+}
+
+// Module is an ELF file mapped into a process, identified by the GNU build-id
+// read from the process's memory.
+type Module struct {
+	Path    string // informational: paths lie (containers, deleted files)
+	BuildID []byte
+	Bias    uint64 // load bias: runtime address = Bias + ELF virtual address
+	Start   uint64 // lowest address of any mapping of the file
+	End     uint64 // end of the highest mapping of the file
+}
+
+// Contains reports whether addr lies within the module's mappings' span.
+func (m Module) Contains(addr uint64) bool { return addr >= m.Start && addr < m.End }
+
+// Range is a half-open address range [Start, End).
+type Range struct{ Start, End uint64 }
+
+// HoleSpec describes the free address range FindHole looks for.
+type HoleSpec struct {
+	Near  []Range // every byte of the hole must be within rel32 reach of every byte of these
+	Size  uint64  // bytes; rounded up to the page size
+	Low32 bool    // the hole must lie entirely below 2 GiB
+	Avoid []Range // ranges that look free but must stay free (the brk heap gap)
+}
+
+// Thread is a stopped thread with its program counter and stack pointer as
+// they were when it stopped.
+type Thread struct {
+	Tid    int
+	PC, SP uint64
+}
+
+var (
+	// ErrNoHole means no free address range in reach could be found.
+	ErrNoHole = errors.New("no free address range in reach")
+	// ErrPermission means the kernel refused to let hotfleet trace the process.
+	ErrPermission = errors.New("permission denied")
+	// ErrAlreadyTraced means another tracer (a debugger) holds the process.
+	ErrAlreadyTraced = errors.New("process already traced")
+	// ErrExited means the process exited.
+	ErrExited = errors.New("process exited")
+)
+
+// ExitedError says which process exited under hotfleet's hands.
+type ExitedError struct{ Pid int }
+
+func (e ExitedError) Error() string {
+	return fmt.Sprintf("pid %d exited; nothing was changed in it after it was gone", e.Pid)
+}
+
+// Is lets errors.Is(err, ErrExited) match.
+func (e ExitedError) Is(target error) bool { return target == ErrExited }

@@ -1,0 +1,590 @@
+package proc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// maxStopRounds bounds how often StopAll re-lists the threads: each round
+	// stops every thread created since the last one, so only a process that
+	// creates threads faster than we can stop them needs more than a few.
+	maxStopRounds = 100
+	// stopTimeout bounds the wait for one thread to reach its ptrace stop; a
+	// thread in uninterruptible sleep (D state, e.g. on a dead NFS server)
+	// may never stop, and the process must not stay half stopped.
+	stopTimeout = 5 * time.Second
+	// stepTimeout bounds the wait for one single-stepped remote system call:
+	// the calls hotfleet makes (mmap, munmap, mprotect, prctl) never block.
+	stepTimeout = 5 * time.Second
+	// spinPolls is how many non-blocking waits we make before sleeping: a
+	// running thread reaches its stop within microseconds, and sleeping on
+	// the first miss would add a timer tick to every pause.
+	spinPolls = 64
+	// maxPollSleep caps the back-off between non-blocking waits.
+	maxPollSleep = time.Millisecond
+)
+
+// Tracer controls one process. All ptrace requests for it are issued by one
+// goroutine locked to its OS thread, because the kernel binds a tracee to
+// the thread that seized it; the exported methods hand closures to that
+// goroutine and wait for them. A Tracer is not meant for concurrent use by
+// several callers at once, but nothing breaks if it is: requests run one at
+// a time.
+type Tracer struct {
+	pid  int
+	mem  *Mem
+	reqs chan func()
+	done chan struct{}
+	log  *slog.Logger
+
+	// Owned by the tracer goroutine.
+	threads   map[int]*thread // seized threads
+	order     []int           // seize order, for deterministic Stopped() output
+	firstStop time.Time       // first PTRACE_INTERRUPT of this stop
+	gadgets   *gadgets        // syscall gadgets, found once per process
+	closed    bool
+}
+
+// thread is one seized thread.
+type thread struct {
+	tid     int
+	stopped bool
+	regs    unix.PtraceRegs // as the thread stopped; restored on Resume
+	changed bool            // registers differ from regs
+	sig     int             // signal taken at a signal-delivery-stop, re-injected at detach
+	extra   []int           // further signals taken while sig was held, re-sent after detach
+	inSig   bool            // the thread sits in a signal-delivery-stop (detach data delivers)
+}
+
+// Attach prepares to control pid: it opens the process's memory and starts
+// the tracer goroutine. It stops nothing.
+func Attach(ctx context.Context, pid int) (*Tracer, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("attach to pid %d: not a process id; pass the pid of a running process", pid)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("attach to pid %d: %w", pid, err)
+	}
+	mem, err := OpenMem(pid)
+	if err != nil {
+		return nil, fmt.Errorf("attach to pid %d: %w", pid, err)
+	}
+	t := &Tracer{
+		pid:     pid,
+		mem:     mem,
+		reqs:    make(chan func()),
+		done:    make(chan struct{}),
+		log:     slog.New(slog.DiscardHandler),
+		threads: map[int]*thread{},
+	}
+	go t.loop()
+	return t, nil
+}
+
+// SetLogger sets where the tracer reports events an operator should know
+// about, such as a remote system call that could not be made crash-safe.
+func (t *Tracer) SetLogger(l *slog.Logger) {
+	if l != nil {
+		t.log = l
+	}
+}
+
+// loop runs every ptrace request. It never unlocks its OS thread: when it
+// returns, Go ends the thread, and the kernel then detaches any tracee still
+// attached, so even a bug here cannot leave a thread stopped for good.
+func (t *Tracer) loop() {
+	runtime.LockOSThread()
+	defer close(t.done)
+	for !t.closed {
+		fn := <-t.reqs
+		fn()
+	}
+}
+
+// do runs fn on the tracer goroutine and returns its error.
+func (t *Tracer) do(ctx context.Context, fn func() error) error {
+	errc := make(chan error, 1)
+	select {
+	case t.reqs <- func() { errc <- fn() }:
+	case <-t.done:
+		return fmt.Errorf("pid %d: tracer is closed; attach again", t.pid)
+	case <-ctx.Done():
+		return fmt.Errorf("pid %d: %w", t.pid, ctx.Err())
+	}
+	return <-errc
+}
+
+// Pid is the process under control.
+func (t *Tracer) Pid() int { return t.pid }
+
+// Mem is the process's memory.
+func (t *Tracer) Mem() *Mem { return t.mem }
+
+// ptrace issues one raw ptrace request; x/sys/unix has no helpers that pass a
+// signal to PTRACE_DETACH or PTRACE_SINGLESTEP.
+func ptrace(req int, tid int, addr, data uintptr) error {
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), addr, data, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// StopAll seizes and stops every thread of the process, repeating until no
+// new thread appears. On error every thread it seized is released again.
+func (t *Tracer) StopAll(ctx context.Context) error {
+	return t.do(ctx, func() error {
+		if err := t.stopAll(ctx); err != nil {
+			t.releaseAll()
+			return err
+		}
+		return nil
+	})
+}
+
+func (t *Tracer) stopAll(ctx context.Context) error {
+	for round := 0; round < maxStopRounds; round++ {
+		tids, err := Threads(t.pid)
+		if err != nil {
+			return fmt.Errorf("stop pid %d: %w", t.pid, err)
+		}
+		fresh := 0
+		for _, tid := range tids {
+			if _, ok := t.threads[tid]; ok {
+				continue
+			}
+			ok, err := t.seize(tid)
+			if err != nil {
+				return err
+			}
+			if ok {
+				fresh++
+			}
+		}
+		if err := t.waitAllStopped(ctx); err != nil {
+			return err
+		}
+		if fresh == 0 {
+			if len(t.threads) == 0 {
+				return fmt.Errorf("stop pid %d: %w", t.pid, ExitedError{Pid: t.pid})
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("stop pid %d: new threads kept appearing through %d rounds; the process creates threads faster than they can be stopped, retry later", t.pid, maxStopRounds)
+}
+
+// StopOne seizes and stops a single thread, the thread group leader unless
+// it is a zombie, so that remote system calls can run while the other
+// threads keep running. It returns the stopped thread's id.
+func (t *Tracer) StopOne(ctx context.Context) (int, error) {
+	var tid int
+	err := t.do(ctx, func() error {
+		for _, th := range t.threads {
+			if th.stopped {
+				tid = th.tid
+				return nil
+			}
+		}
+		tids, err := Threads(t.pid)
+		if err != nil {
+			return fmt.Errorf("stop a thread of pid %d: %w", t.pid, err)
+		}
+		// Leader first: it is the most likely to live as long as the process.
+		cands := append([]int{t.pid}, tids...)
+		for _, c := range cands {
+			if c == t.pid && !containsInt(tids, c) || threadState(t.pid, c) == 'Z' {
+				continue
+			}
+			ok, err := t.seize(c)
+			if err != nil {
+				t.releaseAll()
+				return err
+			}
+			if !ok {
+				continue
+			}
+			if err := t.waitAllStopped(ctx); err != nil {
+				t.releaseAll()
+				return err
+			}
+			if th := t.threads[c]; th != nil && th.stopped {
+				tid = c
+				return nil
+			}
+		}
+		t.releaseAll()
+		if !processAlive(t.pid) {
+			return fmt.Errorf("stop a thread of pid %d: %w", t.pid, ExitedError{Pid: t.pid})
+		}
+		return fmt.Errorf("stop a thread of pid %d: every thread exited or is a zombie; retry", t.pid)
+	})
+	return tid, err
+}
+
+func containsInt(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// seize attaches to tid and asks it to stop. It reports false, with no
+// error, when the thread exited before it could be seized.
+func (t *Tracer) seize(tid int) (bool, error) {
+	err := unix.PtraceSeize(tid)
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.ESRCH):
+		if !processAlive(t.pid) {
+			return false, fmt.Errorf("stop pid %d: %w", t.pid, ExitedError{Pid: t.pid})
+		}
+		return false, nil // the thread exited; the process lives on
+	case errors.Is(err, unix.EPERM):
+		// An exiting thread refuses to be traced with EPERM too.
+		if s := threadState(t.pid, tid); s == 0 || s == 'Z' || s == 'X' {
+			if !processAlive(t.pid) {
+				return false, fmt.Errorf("stop pid %d: %w", t.pid, ExitedError{Pid: t.pid})
+			}
+			return false, nil
+		}
+		return false, permissionError(t.pid)
+	default:
+		return false, fmt.Errorf("seize thread %d of pid %d: %w", tid, t.pid, err)
+	}
+	t.threads[tid] = &thread{tid: tid}
+	t.order = append(t.order, tid)
+	if t.firstStop.IsZero() {
+		t.firstStop = time.Now()
+	}
+	if err := unix.PtraceInterrupt(tid); err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			t.forget(tid) // exited between seize and interrupt
+			return false, nil
+		}
+		return false, fmt.Errorf("interrupt thread %d of pid %d: %w", tid, t.pid, err)
+	}
+	return true, nil
+}
+
+// permissionError explains why the kernel refused to let us trace pid.
+func permissionError(pid int) error {
+	tracer, comm := tracerOf(pid)
+	if tracer != 0 {
+		return fmt.Errorf("pid %d is already traced by pid %d (%s); detach that debugger and retry: %w", pid, tracer, comm, ErrAlreadyTraced)
+	}
+	return fmt.Errorf("ptrace pid %d: permission denied; run hotfleet as root or with CAP_SYS_PTRACE: %w", pid, ErrPermission)
+}
+
+// tracerOf reads TracerPid from /proc/PID/status and the tracer's name.
+func tracerOf(pid int) (int, string) {
+	v := statusField(fmt.Sprintf("/proc/%d/status", pid), "TracerPid")
+	tracer, err := strconv.Atoi(v)
+	if err != nil || tracer == 0 {
+		return 0, ""
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", tracer))
+	if err != nil {
+		return tracer, "unknown"
+	}
+	return tracer, strings.TrimSpace(string(comm))
+}
+
+// statusField returns the value of one "Key:\tvalue" line of a status file.
+func statusField(path, key string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && k == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// threadState is the state letter of /proc/PID/task/TID/stat, or 0 when
+// the thread is gone.
+func threadState(pid, tid int) byte {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+	if err != nil {
+		return 0
+	}
+	// The command name may contain spaces and parentheses; the state follows
+	// the last ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 || i+2 >= len(data) {
+		return 0
+	}
+	return data[i+2]
+}
+
+// processAlive reports whether pid still exists and is not a zombie.
+func processAlive(pid int) bool {
+	s := threadState(pid, pid)
+	if s == 0 {
+		return false
+	}
+	if s != 'Z' {
+		return true
+	}
+	// A zombie leader with live threads is a live process.
+	tids, err := Threads(pid)
+	if err != nil {
+		return false
+	}
+	for _, tid := range tids {
+		if st := threadState(pid, tid); st != 0 && st != 'Z' && st != 'X' {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Tracer) forget(tid int) {
+	delete(t.threads, tid)
+	for i, x := range t.order {
+		if x == tid {
+			t.order = append(t.order[:i], t.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// waitAllStopped waits until every seized thread is in a ptrace stop or gone.
+func (t *Tracer) waitAllStopped(ctx context.Context) error {
+	deadline := time.Now().Add(stopTimeout)
+	polls := 0
+	sleep := 10 * time.Microsecond
+	for {
+		pending := 0
+		for _, th := range t.threads {
+			if !th.stopped {
+				pending++
+			}
+		}
+		if pending == 0 {
+			return nil
+		}
+		var ws unix.WaitStatus
+		// -1 with __WNOTHREAD: every tracee of this OS thread and no child of
+		// any other goroutine's thread (another Tracer's tracees).
+		wpid, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WALL|unix.WNOTHREAD, nil)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			if errors.Is(err, unix.ECHILD) {
+				// No tracee left: they all exited.
+				for tid, th := range t.threads {
+					if !th.stopped {
+						t.forget(tid)
+					}
+				}
+				continue
+			}
+			return fmt.Errorf("wait for threads of pid %d to stop: %w", t.pid, err)
+		}
+		if wpid > 0 {
+			t.note(wpid, ws)
+			polls = 0
+			continue
+		}
+		// Nothing ready: a zombie never reaches a stop; drop it.
+		for tid, th := range t.threads {
+			if !th.stopped {
+				if s := threadState(t.pid, tid); s == 'Z' || s == 'X' {
+					t.forget(tid)
+				}
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("stop pid %d: %w", t.pid, err)
+		}
+		if time.Now().After(deadline) {
+			for tid, th := range t.threads {
+				if !th.stopped {
+					return fmt.Errorf("stop pid %d: thread %d did not stop within %v (state %q); it may be in uninterruptible sleep, retry later", t.pid, tid, stopTimeout, threadState(t.pid, tid))
+				}
+			}
+		}
+		polls++
+		if polls < spinPolls {
+			runtime.Gosched()
+			continue
+		}
+		time.Sleep(sleep)
+		sleep = min(2*sleep, maxPollSleep)
+	}
+}
+
+// note records one wait status of a seized thread during a stop.
+func (t *Tracer) note(tid int, ws unix.WaitStatus) {
+	th := t.threads[tid]
+	if th == nil {
+		return // not ours (cannot happen with __WNOTHREAD) or already forgotten
+	}
+	switch {
+	case ws.Exited() || ws.Signaled():
+		t.forget(tid)
+	case ws.Stopped():
+		if th.stopped {
+			return
+		}
+		sig := int(ws.StopSignal())
+		if int(ws)>>16 == unix.PTRACE_EVENT_STOP {
+			th.inSig = false // interrupt stop or group-stop
+		} else {
+			// A signal arrived first: the thread is stopped too; keep the
+			// signal and hand it back at detach so the target never loses it.
+			th.hold(sig)
+			th.inSig = true
+		}
+		if err := unix.PtraceGetRegs(tid, &th.regs); err != nil {
+			// Without registers we cannot report or restore it; release it now.
+			t.detach(th)
+			t.forget(tid)
+			return
+		}
+		th.stopped = true
+		if !th.inSig {
+			t.undoStopEINTR(th)
+		}
+	}
+}
+
+// hold keeps a signal the thread would have received, for re-injection.
+func (th *thread) hold(sig int) {
+	if sig == 0 {
+		return
+	}
+	if th.sig == 0 {
+		th.sig = sig
+		return
+	}
+	th.extra = append(th.extra, sig)
+}
+
+// Stopped lists the threads now stopped, with the PC and SP they stopped at.
+func (t *Tracer) Stopped() []Thread {
+	var out []Thread
+	_ = t.do(context.Background(), func() error {
+		for _, tid := range t.order {
+			th := t.threads[tid]
+			if th != nil && th.stopped {
+				out = append(out, Thread{Tid: tid, PC: th.regs.Rip, SP: th.regs.Rsp})
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// Resume restores every changed register set, detaches every thread and
+// returns how long the process was stopped: from the first interrupt to the
+// last detach.
+func (t *Tracer) Resume() (time.Duration, error) {
+	var pause time.Duration
+	err := t.do(context.Background(), func() error {
+		var err error
+		pause, err = t.releaseAll()
+		return err
+	})
+	return pause, err
+}
+
+// releaseAll puts back every changed register set and detaches every seized
+// thread, re-injecting signals taken from them. Threads seized but not yet
+// stopped are waited for first: the kernel detaches only stopped tracees.
+func (t *Tracer) releaseAll() (time.Duration, error) {
+	if len(t.threads) == 0 {
+		t.firstStop = time.Time{}
+		return 0, nil
+	}
+	var errs []error
+	if err := t.waitAllStopped(context.Background()); err != nil {
+		errs = append(errs, err)
+	}
+	for _, tid := range t.order {
+		th := t.threads[tid]
+		if th == nil || !th.stopped {
+			continue
+		}
+		if err := t.detach(th); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	pause := time.Since(t.firstStop)
+	t.threads = map[int]*thread{}
+	t.order = nil
+	t.firstStop = time.Time{}
+	if len(errs) > 0 {
+		return pause, fmt.Errorf("resume pid %d: %w", t.pid, errors.Join(errs...))
+	}
+	return pause, nil
+}
+
+// detach restores th's registers if they were changed and detaches it.
+func (t *Tracer) detach(th *thread) error {
+	var errs []error
+	if th.changed {
+		if err := unix.PtraceSetRegs(th.tid, &th.regs); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("restore registers of thread %d: %w", th.tid, err))
+		} else {
+			th.changed = false
+		}
+	}
+	sig := 0
+	if th.inSig {
+		sig = th.sig
+	}
+	if err := ptrace(unix.PTRACE_DETACH, th.tid, 0, uintptr(sig)); err != nil && !errors.Is(err, unix.ESRCH) {
+		errs = append(errs, fmt.Errorf("detach thread %d: %w", th.tid, err))
+	}
+	// A signal that could not ride on the detach is sent again; it loses its
+	// siginfo but is not lost.
+	resend := th.extra
+	if !th.inSig && th.sig != 0 {
+		resend = append([]int{th.sig}, resend...)
+	}
+	for _, s := range resend {
+		_ = unix.Tgkill(t.pid, th.tid, syscall.Signal(s))
+	}
+	return errors.Join(errs...)
+}
+
+// Close resumes the process if it is stopped, closes its memory and ends
+// the tracer goroutine.
+func (t *Tracer) Close() error {
+	var err error
+	derr := t.do(context.Background(), func() error {
+		if !t.closed {
+			_, err = t.releaseAll()
+			t.closed = true
+		}
+		return nil
+	})
+	if derr != nil {
+		return nil // already closed
+	}
+	<-t.done
+	if cerr := t.mem.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

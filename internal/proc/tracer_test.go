@@ -1,0 +1,153 @@
+package proc
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"hotfleet/internal/testenv"
+)
+
+func targetBin(t testing.TB) string {
+	return buildTarget(t, "target", "-O2", "-mavx2", "-pthread")
+}
+
+// TestStopAllResume stops a target with 16 busy threads plus threads
+// blocked in read, epoll_wait and nanosleep, many times, and checks that
+// every thread carries on afterwards with no EINTR, no short sleep and no
+// corrupted FP state.
+func TestStopAllResume(t *testing.T) {
+	testenv.NeedRoot(t)
+	tg := startTarget(t, targetBin(t), "16")
+	tg.waitProgress(1, 1)
+	tr := attach(t, tg.pid)
+	ctx := context.Background()
+	const rounds = 50
+	var maxPause time.Duration
+	for i := 0; i < rounds; i++ {
+		if err := tr.StopAll(ctx); err != nil {
+			t.Fatalf("round %d: StopAll: %v", i, err)
+		}
+		st := tr.Stopped()
+		if len(st) != 16+3 {
+			t.Fatalf("round %d: %d threads stopped, want 19", i, len(st))
+		}
+		for _, th := range st {
+			if th.PC == 0 || th.SP == 0 {
+				t.Fatalf("thread %d stopped with PC %#x SP %#x", th.Tid, th.PC, th.SP)
+			}
+			if s := threadState(tg.pid, th.Tid); s != 't' {
+				t.Fatalf("thread %d state %q while stopped, want t", th.Tid, s)
+			}
+		}
+		pause, err := tr.Resume()
+		if err != nil {
+			t.Fatalf("round %d: Resume: %v", i, err)
+		}
+		if pause <= 0 {
+			t.Fatalf("round %d: pause %v", i, pause)
+		}
+		maxPause = max(maxPause, pause)
+		if tt := tracedThreads(tg.pid); len(tt) != 0 {
+			t.Fatalf("round %d: threads %v still traced after Resume", i, tt)
+		}
+		time.Sleep(time.Duration(i%7) * 3 * time.Millisecond)
+	}
+	t.Logf("%d stop/resume rounds of 19 threads, max pause %v", rounds, maxPause)
+	b, s := tg.status()
+	tg.waitProgress(b+2, s+2) // nanosleep(1s) keeps completing full seconds
+	tg.finish()
+}
+
+// TestSyscallMmap maps, uses and unmaps memory inside the target, and checks
+// that the thread used for it comes back with every register intact.
+func TestSyscallMmap(t *testing.T) {
+	testenv.NeedRoot(t)
+	tg := startTarget(t, targetBin(t), "4")
+	tr := attach(t, tg.pid)
+	ctx := context.Background()
+	for _, stopAll := range []bool{false, true} {
+		if stopAll {
+			if err := tr.StopAll(ctx); err != nil {
+				t.Fatal(err)
+			}
+		} else if _, err := tr.StopOne(ctx); err != nil {
+			t.Fatal(err)
+		}
+		before := regsOf(t, tr)
+		pid, err := tr.Syscall(ctx, unix.SYS_GETPID)
+		if err != nil || int(pid) != tg.pid {
+			t.Fatalf("remote getpid = %d, %v; want %d", pid, err, tg.pid)
+		}
+		const size = 3 * 4096
+		addr, err := tr.Syscall(ctx, unix.SYS_MMAP, 0, size, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+		if err != nil {
+			t.Fatalf("remote mmap: %v", err)
+		}
+		maps, err := ReadMaps(tg.pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, m := range maps {
+			if m.Start == addr && m.End == addr+size && m.Perms == "r-xp" {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("remote mmap returned %#x but no r-xp mapping of %d bytes is there", addr, size)
+		}
+		msg := []byte("written through /proc/PID/mem into an R-X page")
+		if err := tr.Mem().WriteAt(msg, addr+100); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if err := tr.Mem().ReadAt(got, addr+100); err != nil || string(got) != string(msg) {
+			t.Fatalf("read back %q, %v", got, err)
+		}
+		if r, err := tr.Syscall(ctx, unix.SYS_MUNMAP, addr, size); err != nil || r != 0 {
+			t.Fatalf("remote munmap = %d, %v", r, err)
+		}
+		if err := tr.Mem().ReadAt(got, addr+100); err == nil {
+			t.Fatalf("memory at %#x still readable after remote munmap", addr)
+		}
+		// A failing call reports the errno.
+		if _, err := tr.Syscall(ctx, unix.SYS_MUNMAP, addr+1, size); !errorsIsErrno(err, unix.EINVAL) {
+			t.Fatalf("remote munmap of an unaligned address: %v, want EINVAL", err)
+		}
+		after := regsOf(t, tr)
+		for tid, r := range before {
+			if after[tid] != r {
+				t.Fatalf("thread %d registers changed by remote syscalls:\nbefore %+v\nafter  %+v", tid, r, after[tid])
+			}
+		}
+		if _, err := tr.Resume(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, s := tg.status()
+	tg.waitProgress(b+1, s+1)
+	tg.finish()
+}
+
+// regsOf reads the live registers of every stopped thread.
+func regsOf(t *testing.T, tr *Tracer) map[int]unix.PtraceRegs {
+	t.Helper()
+	out := map[int]unix.PtraceRegs{}
+	err := tr.do(context.Background(), func() error {
+		for _, tid := range tr.order {
+			var r unix.PtraceRegs
+			if err := unix.PtraceGetRegs(tid, &r); err != nil {
+				return err
+			}
+			out[tid] = r
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
