@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
 			printf("funcs");
 			for (int f = 0; f < 10; f++) {
 				int d = funcs[f](7) - 35;
-				printf(" %d", d == 100 + f ? 0 : d == 900 + f ? 1 : -1);
+				printf(" %d", d == 1000 + f ? 0 : d == 9000 + f ? 1 : -1);
 			}
 			printf("\n");
 			fflush(stdout);

@@ -1,0 +1,266 @@
+package livepatch_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"hotfleet/internal/bundle"
+	"hotfleet/internal/livepatch"
+	"hotfleet/internal/testenv"
+)
+
+// benchFuncs are the functions of testdata/bench/funcs_old.c, in the order
+// the bench target reports them.
+var benchFuncs = []string{"bf0", "bf1", "bf2", "bf3", "bf4", "bf5", "bf6", "bf7", "bf8", "bf9"}
+
+// BenchmarkPause measures how long the threads of a busy process stay stopped
+// while a patch switches in (and out again), for 1 and 10 functions and 1, 16
+// and 64 threads calling them in a tight loop. It reports the percentiles of
+// Result.Pause of Apply (p50-us, p99-us, max-us) and of Revert
+// (revert-p99-us). The goal is p99 < 500 µs for 10 functions with 16 threads.
+// Run it with 'make bench'; see BENCHMARKS.md.
+func BenchmarkPause(b *testing.B) {
+	testenv.NeedRoot(b)
+	dir := b.TempDir()
+	flags := []string{"-O2", "-g", "-ffunction-sections", "-fdata-sections"}
+	orig := testenv.CC(b, filepath.Join(dir, "orig.o"), append(flags, "-c", "testdata/bench/funcs_old.c")...)
+	fixed := testenv.CC(b, filepath.Join(dir, "fixed.o"), append(flags, "-c", "testdata/bench/funcs_new.c")...)
+	exe := testenv.CC(b, filepath.Join(dir, "bench-target"), append(flags, "-pthread", "-Wl,--build-id", "testdata/bench/target.c", orig)...)
+
+	for _, funcs := range []int{1, 10} {
+		bd, err := benchBundle(exe, fixed, fmt.Sprintf("bench-%d", funcs), benchFuncs[:funcs])
+		if err != nil {
+			b.Fatalf("make the benchmark bundle: %v", err)
+		}
+		for _, threads := range []int{1, 16, 64} {
+			b.Run(fmt.Sprintf("funcs=%d/threads=%d", funcs, threads), func(b *testing.B) {
+				benchPause(b, exe, bd, funcs, threads)
+			})
+		}
+	}
+}
+
+func benchPause(b *testing.B, exe string, bd *bundle.Bundle, funcs, threads int) {
+	ctx := context.Background()
+	tg := startBenchTarget(b, exe, threads)
+	opts := livepatch.Options{}
+
+	// The numbers mean something only if the patch does what it says.
+	if _, err := livepatch.Apply(ctx, tg.pid, bd, opts); err != nil {
+		b.Fatalf("apply %s to the bench target: %v", bd.ID, err)
+	}
+	if got, want := tg.query(b), benchKinds(funcs); got != want {
+		b.Fatalf("after applying %s the functions run old(0)/new(1) code %s, want %s", bd.ID, got, want)
+	}
+	if _, err := livepatch.Revert(ctx, tg.pid, bd.ID, opts); err != nil {
+		b.Fatalf("revert %s in the bench target: %v", bd.ID, err)
+	}
+	if got, want := tg.query(b), benchKinds(0); got != want {
+		b.Fatalf("after reverting %s the functions run old(0)/new(1) code %s, want %s", bd.ID, got, want)
+	}
+
+	applyPause := make([]time.Duration, 0, b.N)
+	revertPause := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		res, err := livepatch.Apply(ctx, tg.pid, bd, opts)
+		if err != nil {
+			b.Fatalf("apply %s, iteration %d: %v", bd.ID, i, err)
+		}
+		if res.Functions != funcs {
+			b.Fatalf("apply %s switched %d functions, want %d", bd.ID, res.Functions, funcs)
+		}
+		applyPause = append(applyPause, res.Pause)
+		res, err = livepatch.Revert(ctx, tg.pid, bd.ID, opts)
+		if err != nil {
+			b.Fatalf("revert %s, iteration %d: %v", bd.ID, i, err)
+		}
+		revertPause = append(revertPause, res.Pause)
+	}
+	b.StopTimer()
+	if got, want := tg.query(b), benchKinds(0); got != want {
+		b.Fatalf("after the last revert of %s the functions run old(0)/new(1) code %s, want %s", bd.ID, got, want)
+	}
+	p50, p99, pmax := benchPercentiles(applyPause)
+	b.ReportMetric(p50, "p50-us")
+	b.ReportMetric(p99, "p99-us")
+	b.ReportMetric(pmax, "max-us")
+	_, rp99, _ := benchPercentiles(revertPause)
+	b.ReportMetric(rp99, "revert-p99-us")
+}
+
+// benchPercentiles returns the median, the 99th percentile (nearest rank) and the
+// maximum of d, in microseconds.
+func benchPercentiles(d []time.Duration) (p50, p99, pmax float64) {
+	if len(d) == 0 {
+		return 0, 0, 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	rank := func(p int) float64 {
+		i := (p*len(s)+99)/100 - 1 // ceil(p% of n), 1-based, to an index
+		return float64(s[max(i, 0)]) / float64(time.Microsecond)
+	}
+	return rank(50), rank(99), float64(s[len(s)-1]) / float64(time.Microsecond)
+}
+
+// benchKinds is the target's answer when the first n functions run new code.
+func benchKinds(n int) string {
+	k := make([]string, len(benchFuncs))
+	for i := range k {
+		k[i] = "0"
+		if i < n {
+			k[i] = "1"
+		}
+	}
+	return strings.Join(k, " ")
+}
+
+// benchTarget is a running bench target.
+type benchTarget struct {
+	pid   int
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+// benchAnswerTimeout bounds a query: a running target answers at once.
+const benchAnswerTimeout = 5 * time.Second
+
+func startBenchTarget(b *testing.B, exe string, threads int) *benchTarget {
+	b.Helper()
+	cmd := exec.Command(exe, fmt.Sprint(threads))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start the bench target: %v", err)
+	}
+	b.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	tg := &benchTarget{pid: cmd.Process.Pid, stdin: stdin, out: bufio.NewReader(stdout)}
+	if line := tg.line(b); line != fmt.Sprintf("ready %d", tg.pid) {
+		b.Fatalf("bench target did not start: %q", line)
+	}
+	return tg
+}
+
+func (tg *benchTarget) line(b *testing.B) string {
+	b.Helper()
+	ch := make(chan string, 1)
+	go func() {
+		s, _ := tg.out.ReadString('\n')
+		ch <- strings.TrimSpace(s)
+	}()
+	select {
+	case s := <-ch:
+		return s
+	case <-time.After(benchAnswerTimeout):
+		b.Fatalf("bench target %d did not answer within %v: left stopped?", tg.pid, benchAnswerTimeout)
+		return ""
+	}
+}
+
+// query returns which functions run new code, as "K0 .. K9".
+func (tg *benchTarget) query(b *testing.B) string {
+	b.Helper()
+	if _, err := io.WriteString(tg.stdin, "q\n"); err != nil {
+		b.Fatalf("query bench target %d: %v", tg.pid, err)
+	}
+	return strings.TrimPrefix(tg.line(b), "funcs ")
+}
+
+// benchBundle makes the bundle that replaces names in exe with their code in
+// fixedObj, straight from the ELF files: the functions make no references, so
+// they need no linking.
+func benchBundle(exe, fixedObj, id string, names []string) (*bundle.Bundle, error) {
+	ef, err := elf.Open(exe)
+	if err != nil {
+		return nil, err
+	}
+	defer ef.Close()
+	buildID, err := benchBuildID(ef)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", exe, err)
+	}
+	syms, err := ef.Symbols()
+	if err != nil {
+		return nil, fmt.Errorf("%s: read symbols: %w", exe, err)
+	}
+	of, err := elf.Open(fixedObj)
+	if err != nil {
+		return nil, err
+	}
+	defer of.Close()
+	m := bundle.Module{BuildID: buildID, Name: filepath.Base(exe)}
+	for _, name := range names {
+		i := slices.IndexFunc(syms, func(s elf.Symbol) bool { return s.Name == name && elf.ST_TYPE(s.Info) == elf.STT_FUNC })
+		if i < 0 || syms[i].Size == 0 {
+			return nil, fmt.Errorf("%s: no sized function symbol %s", exe, name)
+		}
+		sym := syms[i]
+		sec := ef.Sections[sym.Section]
+		old := make([]byte, sym.Size)
+		if _, err := sec.ReadAt(old, int64(sym.Value-sec.Addr)); err != nil {
+			return nil, fmt.Errorf("%s: old bytes of %s: %w", exe, name, err)
+		}
+		nsec := of.Section(".text." + name)
+		if nsec == nil || of.Section(".rela.text."+name) != nil {
+			return nil, fmt.Errorf("%s: %s is not in its own section without relocations", fixedObj, name)
+		}
+		code, err := nsec.Data()
+		if err != nil {
+			return nil, fmt.Errorf("%s: read %s: %w", fixedObj, name, err)
+		}
+		for len(m.Code)%16 != 0 {
+			m.Code = append(m.Code, 0xcc)
+		}
+		sum := sha256.Sum256(old)
+		m.Funcs = append(m.Funcs, bundle.Func{Name: name, Site: sym.Value, OldSize: uint32(sym.Size), OldHash: sum[:], Offset: uint32(len(m.Code)), Size: uint32(len(code))})
+		m.Code = append(m.Code, code...)
+	}
+	bd := &bundle.Bundle{ID: id, Level: 1, Modules: []bundle.Module{m}}
+	return bd, bd.Validate()
+}
+
+// benchBuildID returns the descriptor of the NT_GNU_BUILD_ID note.
+func benchBuildID(f *elf.File) ([]byte, error) {
+	s := f.Section(".note.gnu.build-id")
+	if s == nil {
+		return nil, errors.New("no .note.gnu.build-id section (link with -Wl,--build-id)")
+	}
+	data, err := s.Data()
+	if err != nil {
+		return nil, err
+	}
+	if len(data) < 16 || !bytes.Equal(data[12:16], []byte("GNU\x00")) {
+		return nil, errors.New("malformed .note.gnu.build-id section")
+	}
+	n := binary.LittleEndian.Uint32(data[4:])
+	if uint64(n) > uint64(len(data)-16) {
+		return nil, errors.New("truncated .note.gnu.build-id section")
+	}
+	return data[16 : 16+n], nil
+}
