@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"hotfleet/internal/livepatch"
+	"hotfleet/internal/livepatch/lptest"
 	"hotfleet/internal/proc"
 )
 
@@ -22,13 +23,13 @@ func status(t *testing.T, pid int) []livepatch.Applied {
 }
 
 func TestApplyRevert(t *testing.T) {
-	bin := buildTarget(t, "target.c", "target")
-	p := start(t, bin)
+	bin := lptest.BuildTarget(t, "testdata/target.c", "target")
+	p := lptest.Start(t, bin)
 	ctx := context.Background()
-	p.expect("answer", "1")
+	p.Expect("answer", "1")
 
-	code, fix := callPlusOne(t, bin, "helper")
-	b := makeBundle(t, bin, "hf-001", 1, patchFn{old: "answer", code: code, fixups: fix})
+	code, fix := lptest.CallPlusOne(t, bin, "helper")
+	b := lptest.MakeBundle(t, bin, "hf-001", 1, lptest.Fn{Old: "answer", Code: code, Fixups: fix})
 	res, err := livepatch.Apply(ctx, p.Pid, b, livepatch.Options{})
 	if err != nil {
 		t.Fatalf("apply: %v", err)
@@ -37,10 +38,10 @@ func TestApplyRevert(t *testing.T) {
 		t.Errorf("apply result = %+v, want 1 function switched with a pause", res)
 	}
 	// The new code calls back into the target: helper() + 1.
-	p.expect("answer", "101")
-	p.expect("second", "2")
-	if kernelNamesMappings(t) && !strings.Contains(mapsOf(t, p.Pid), "[anon:hotfleet:hf-001:L1]") {
-		t.Errorf("the region is not named in /proc/%d/maps:\n%s", p.Pid, mapsOf(t, p.Pid))
+	p.Expect("answer", "101")
+	p.Expect("second", "2")
+	if lptest.KernelNamesMappings(t) && !strings.Contains(lptest.Maps(t, p.Pid), "[anon:hotfleet:hf-001:L1]") {
+		t.Errorf("the region is not named in /proc/%d/maps:\n%s", p.Pid, lptest.Maps(t, p.Pid))
 	}
 	st := status(t, p.Pid)
 	if len(st) != 1 || st[0].State != "applied" || !st[0].Consistent || st[0].PatchID != "hf-001" ||
@@ -63,7 +64,7 @@ func TestApplyRevert(t *testing.T) {
 	if rv.Functions != 1 {
 		t.Errorf("revert restored %d functions, want 1", rv.Functions)
 	}
-	p.expect("answer", "1")
+	p.Expect("answer", "1")
 	if st := status(t, p.Pid); len(st) != 0 {
 		t.Errorf("after revert the unused region should be unmapped, status = %+v", st)
 	}
@@ -73,16 +74,16 @@ func TestApplyRevert(t *testing.T) {
 }
 
 func TestLevelTwoReplacesLevelOne(t *testing.T) {
-	bin := buildTarget(t, "target.c", "target")
-	p := start(t, bin)
+	bin := lptest.BuildTarget(t, "testdata/target.c", "target")
+	p := lptest.Start(t, bin)
 	ctx := context.Background()
-	l1 := makeBundle(t, bin, "hf-lvl", 1, patchFn{old: "answer", code: ret(42)}, patchFn{old: "second", code: ret(43)})
-	l2 := makeBundle(t, bin, "hf-lvl", 2, patchFn{old: "answer", code: ret(44)})
+	l1 := lptest.MakeBundle(t, bin, "hf-lvl", 1, lptest.Fn{Old: "answer", Code: lptest.Ret(42)}, lptest.Fn{Old: "second", Code: lptest.Ret(43)})
+	l2 := lptest.MakeBundle(t, bin, "hf-lvl", 2, lptest.Fn{Old: "answer", Code: lptest.Ret(44)})
 	if _, err := livepatch.Apply(ctx, p.Pid, l1, livepatch.Options{}); err != nil {
 		t.Fatalf("apply level 1: %v", err)
 	}
-	p.expect("answer", "42")
-	p.expect("second", "43")
+	p.Expect("answer", "42")
+	p.Expect("second", "43")
 	res, err := livepatch.Apply(ctx, p.Pid, l2, livepatch.Options{})
 	if err != nil {
 		t.Fatalf("apply level 2: %v", err)
@@ -91,8 +92,8 @@ func TestLevelTwoReplacesLevelOne(t *testing.T) {
 		t.Errorf("level 2 result = %+v, want 1 function and level 1 replaced", res)
 	}
 	// Level 2 no longer patches second(): it gets its original code back.
-	p.expect("answer", "44")
-	p.expect("second", "2")
+	p.Expect("answer", "44")
+	p.Expect("second", "2")
 	st := status(t, p.Pid)
 	if len(st) != 1 || st[0].Level != 2 || st[0].State != "applied" || !st[0].Consistent {
 		t.Fatalf("status after level 2 = %+v; want only level 2, the unused level 1 region unmapped", st)
@@ -104,18 +105,18 @@ func TestLevelTwoReplacesLevelOne(t *testing.T) {
 	if _, err := livepatch.Revert(ctx, p.Pid, "hf-lvl", livepatch.Options{}); err != nil {
 		t.Fatalf("revert level 2: %v", err)
 	}
-	p.expect("answer", "1")
-	p.expect("second", "2")
+	p.Expect("answer", "1")
+	p.Expect("second", "2")
 }
 
 func TestEndbr64StaysInPlace(t *testing.T) {
-	bin := buildTarget(t, "target.c", "target")
-	p := start(t, bin)
-	b := makeBundle(t, bin, "hf-cet", 1, patchFn{old: "endbr", code: ret(55)})
+	bin := lptest.BuildTarget(t, "testdata/target.c", "target")
+	p := lptest.Start(t, bin)
+	b := lptest.MakeBundle(t, bin, "hf-cet", 1, lptest.Fn{Old: "endbr", Code: lptest.Ret(55)})
 	if _, err := livepatch.Apply(context.Background(), p.Pid, b, livepatch.Options{}); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	p.expect("endbr", "55")
+	p.Expect("endbr", "55")
 	st := status(t, p.Pid)
 	if len(st) != 1 {
 		t.Fatalf("status = %+v", st)
@@ -135,14 +136,14 @@ func TestEndbr64StaysInPlace(t *testing.T) {
 	if _, err := livepatch.Revert(context.Background(), p.Pid, "hf-cet", livepatch.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	p.expect("endbr", "5")
+	p.Expect("endbr", "5")
 }
 
 func TestBranchIntoJumpForcesQuiescent(t *testing.T) {
-	bin := buildTarget(t, "target.c", "target")
-	p := start(t, bin)
-	p.expect("loopy", "10")
-	b := makeBundle(t, bin, "hf-loop", 1, patchFn{old: "loopy", code: ret(11)})
+	bin := lptest.BuildTarget(t, "testdata/target.c", "target")
+	p := lptest.Start(t, bin)
+	p.Expect("loopy", "10")
+	b := lptest.MakeBundle(t, bin, "hf-loop", 1, lptest.Fn{Old: "loopy", Code: lptest.Ret(11)})
 	res, err := livepatch.Apply(context.Background(), p.Pid, b, livepatch.Options{})
 	if err != nil {
 		t.Fatalf("apply: %v", err)
@@ -150,13 +151,13 @@ func TestBranchIntoJumpForcesQuiescent(t *testing.T) {
 	if len(res.Quiescent) != 1 || !strings.HasPrefix(res.Quiescent[0], "loopy: switched in quiescent mode because the jl") {
 		t.Errorf("result says quiescent %q; want loopy forced to quiescent because of its jl", res.Quiescent)
 	}
-	p.expect("loopy", "11")
+	p.Expect("loopy", "11")
 }
 
 func TestQuiescentSucceedsWhenFunctionIdlesSometimes(t *testing.T) {
-	bin := buildTarget(t, "target.c", "target")
-	p := start(t, bin, "busy")
-	b := makeBundle(t, bin, "hf-busy", 1, patchFn{old: "busy", code: ret(33), quiescent: true})
+	bin := lptest.BuildTarget(t, "testdata/target.c", "target")
+	p := lptest.Start(t, bin, "busy")
+	b := lptest.MakeBundle(t, bin, "hf-busy", 1, lptest.Fn{Old: "busy", Code: lptest.Ret(33), Quiescent: true})
 	res, err := livepatch.Apply(context.Background(), p.Pid, b, livepatch.Options{Deadline: 10 * time.Second})
 	if err != nil {
 		t.Fatalf("apply: %v", err)
@@ -164,15 +165,15 @@ func TestQuiescentSucceedsWhenFunctionIdlesSometimes(t *testing.T) {
 	if len(res.Quiescent) != 1 {
 		t.Errorf("result lists quiescent functions %q, want busy", res.Quiescent)
 	}
-	p.expect("busy", "33")
+	p.Expect("busy", "33")
 }
 
 func TestQuiescentFailsInTimeOnFunctionThatNeverReturns(t *testing.T) {
-	bin := buildTarget(t, "target.c", "target")
-	p := start(t, bin, "forever")
+	bin := lptest.BuildTarget(t, "testdata/target.c", "target")
+	p := lptest.Start(t, bin, "forever")
 	time.Sleep(50 * time.Millisecond) // let the thread enter forever()
-	b := makeBundle(t, bin, "hf-forever", 1,
-		patchFn{old: "forever", code: ret(44), quiescent: true}, patchFn{old: "answer", code: ret(42)})
+	b := lptest.MakeBundle(t, bin, "hf-forever", 1,
+		lptest.Fn{Old: "forever", Code: lptest.Ret(44), Quiescent: true}, lptest.Fn{Old: "answer", Code: lptest.Ret(42)})
 	deadline := 300 * time.Millisecond
 	t0 := time.Now()
 	_, err := livepatch.Apply(context.Background(), p.Pid, b, livepatch.Options{Deadline: deadline})
@@ -188,7 +189,7 @@ func TestQuiescentFailsInTimeOnFunctionThatNeverReturns(t *testing.T) {
 		t.Errorf("apply gave up after %s, the deadline was %s", took, deadline)
 	}
 	// Nothing changed: the other function is not patched, no region is left.
-	p.expect("answer", "1")
+	p.Expect("answer", "1")
 	if st := status(t, p.Pid); len(st) != 0 {
 		t.Errorf("a failed apply left regions: %+v", st)
 	}

@@ -1,4 +1,7 @@
-package livepatch_test
+// Package lptest builds and drives the C test programs that hot patching is
+// tested against, and makes bundles for them by hand from their ELF symbols,
+// so engine and CLI tests need no patch builder.
+package lptest
 
 import (
 	"bufio"
@@ -22,24 +25,25 @@ import (
 // replyTimeout bounds how long a target may take to answer one line.
 const replyTimeout = 10 * time.Second
 
-// buildTarget compiles a C program of testdata into dir/name.
-func buildTarget(t *testing.T, src, out string, extra ...string) string {
+// BuildTarget compiles the C program src into out (relative: in a temporary
+// directory), without optimisation so every function stays a real call.
+func BuildTarget(t testing.TB, src, out string, extra ...string) string {
 	t.Helper()
 	testenv.NeedRoot(t)
 	args := append([]string{"-O0", "-pthread"}, extra...)
-	return testenv.CC(t, out, append(args, filepath.Join("testdata", src))...)
+	return testenv.CC(t, out, append(args, src)...)
 }
 
-// target is a running test program that calls functions on request.
-type target struct {
-	t     *testing.T
+// Target is a running test program that calls functions on request.
+type Target struct {
+	t     testing.TB
 	cmd   *exec.Cmd
 	in    io.WriteCloser
 	lines chan string
 	Pid   int
 }
 
-func start(t *testing.T, bin string, args ...string) *target {
+func Start(t testing.TB, bin string, args ...string) *Target {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	in, err := cmd.StdinPipe()
@@ -54,7 +58,7 @@ func start(t *testing.T, bin string, args ...string) *target {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
-	p := &target{t: t, cmd: cmd, in: in, lines: make(chan string, 16), Pid: cmd.Process.Pid}
+	p := &Target{t: t, cmd: cmd, in: in, lines: make(chan string, 16), Pid: cmd.Process.Pid}
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
@@ -74,7 +78,7 @@ func start(t *testing.T, bin string, args ...string) *target {
 	}
 }
 
-func (p *target) read() string {
+func (p *Target) read() string {
 	p.t.Helper()
 	select {
 	case l, ok := <-p.lines:
@@ -88,8 +92,8 @@ func (p *target) read() string {
 	return ""
 }
 
-// call asks the target to call fn now and returns what it printed.
-func (p *target) call(fn string) string {
+// Call asks the target to call fn now and returns what it printed.
+func (p *Target) Call(fn string) string {
 	p.t.Helper()
 	if _, err := io.WriteString(p.in, fn+"\n"); err != nil {
 		p.t.Fatalf("ask target %d to call %s: %v", p.Pid, fn, err)
@@ -97,21 +101,22 @@ func (p *target) call(fn string) string {
 	return p.read()
 }
 
-func (p *target) expect(fn, want string) {
+// Expect fails the test unless fn() now returns want.
+func (p *Target) Expect(fn, want string) {
 	p.t.Helper()
-	if got := p.call(fn); got != want {
+	if got := p.Call(fn); got != want {
 		p.t.Fatalf("%s() in pid %d returned %s, want %s", fn, p.Pid, got, want)
 	}
 }
 
-// sym is one function of an ELF file with its bytes.
-type sym struct {
-	addr uint64
-	code []byte
+// Sym is one function of an ELF file with its bytes.
+type Sym struct {
+	Addr uint64 // link-time address
+	Code []byte
 }
 
-// readELF returns the functions and the GNU build-id of an ELF file.
-func readELF(t *testing.T, path string) (map[string]sym, []byte) {
+// ReadELF returns the functions and the GNU build-id of an ELF file.
+func ReadELF(t testing.TB, path string) (map[string]Sym, []byte) {
 	t.Helper()
 	f, err := elf.Open(path)
 	if err != nil {
@@ -122,7 +127,7 @@ func readELF(t *testing.T, path string) (map[string]sym, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]sym{}
+	out := map[string]Sym{}
 	for _, s := range syms {
 		if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Size == 0 || int(s.Section) >= len(f.Sections) {
 			continue
@@ -133,7 +138,7 @@ func readELF(t *testing.T, path string) (map[string]sym, []byte) {
 			t.Fatal(err)
 		}
 		off := s.Value - sec.Addr
-		out[s.Name] = sym{addr: s.Value, code: data[off : off+s.Size]}
+		out[s.Name] = Sym{Addr: s.Value, Code: data[off : off+s.Size]}
 	}
 	note := f.Section(".note.gnu.build-id")
 	if note == nil {
@@ -149,40 +154,40 @@ func readELF(t *testing.T, path string) (map[string]sym, []byte) {
 	return out, data[start : start+descsz]
 }
 
-// patchFn replaces the old function with code.
-type patchFn struct {
-	old       string
-	code      []byte
-	fixups    []bundle.Fixup // offsets relative to code
-	quiescent bool
+// Fn replaces the Old function with Code.
+type Fn struct {
+	Old       string
+	Code      []byte
+	Fixups    []bundle.Fixup // offsets relative to Code
+	Quiescent bool
 }
 
-// makeBundle builds a bundle by hand for the functions of bin, and passes it
+// MakeBundle builds a bundle by hand for the functions of bin, and passes it
 // through the encoder and decoder as a real one would.
-func makeBundle(t *testing.T, bin, id string, level uint32, fns ...patchFn) *bundle.Bundle {
+func MakeBundle(t testing.TB, bin, id string, level uint32, fns ...Fn) *bundle.Bundle {
 	t.Helper()
-	syms, buildID := readELF(t, bin)
+	syms, buildID := ReadELF(t, bin)
 	m := bundle.Module{BuildID: buildID, Name: filepath.Base(bin)}
 	for _, fn := range fns {
-		s, ok := syms[fn.old]
+		s, ok := syms[fn.Old]
 		if !ok {
-			t.Fatalf("%s has no function %s", bin, fn.old)
+			t.Fatalf("%s has no function %s", bin, fn.Old)
 		}
 		for len(m.Code)%16 != 0 {
 			m.Code = append(m.Code, 0xcc)
 		}
 		off := uint32(len(m.Code))
-		m.Code = append(m.Code, fn.code...)
-		sum := sha256.Sum256(s.code)
+		m.Code = append(m.Code, fn.Code...)
+		sum := sha256.Sum256(s.Code)
 		f := bundle.Func{
-			Name: fn.old, Site: s.addr, OldSize: uint32(len(s.code)), OldHash: sum[:],
-			Offset: off, Size: uint32(len(fn.code)),
+			Name: fn.Old, Site: s.Addr, OldSize: uint32(len(s.Code)), OldHash: sum[:],
+			Offset: off, Size: uint32(len(fn.Code)),
 		}
-		if fn.quiescent {
+		if fn.Quiescent {
 			f.Consistency = bundle.Quiescent
 		}
 		m.Funcs = append(m.Funcs, f)
-		for _, x := range fn.fixups {
+		for _, x := range fn.Fixups {
 			x.Offset += off
 			m.Fixups = append(m.Fixups, x)
 		}
@@ -199,18 +204,18 @@ func makeBundle(t *testing.T, bin, id string, level uint32, fns ...patchFn) *bun
 	return out
 }
 
-// ret returns machine code for "mov $v,%eax; ret".
-func ret(v uint32) []byte {
+// Ret returns machine code for "mov $v,%eax; ret".
+func Ret(v uint32) []byte {
 	b := []byte{0xb8, 0, 0, 0, 0, 0xc3}
 	binary.LittleEndian.PutUint32(b[1:], v)
 	return b
 }
 
-// callPlusOne returns code that calls fn of the target (through a
+// CallPlusOne returns code that calls fn of the target (through a
 // module-pc32 fixup) and returns its result plus one.
-func callPlusOne(t *testing.T, bin, fn string) ([]byte, []bundle.Fixup) {
+func CallPlusOne(t testing.TB, bin, fn string) ([]byte, []bundle.Fixup) {
 	t.Helper()
-	syms, _ := readELF(t, bin)
+	syms, _ := ReadELF(t, bin)
 	s, ok := syms[fn]
 	if !ok {
 		t.Fatalf("%s has no function %s", bin, fn)
@@ -222,11 +227,11 @@ func callPlusOne(t *testing.T, bin, fn string) ([]byte, []bundle.Fixup) {
 		0x83, 0xc0, 0x01, // add $1,%eax
 		0xc3, // ret
 	}
-	return code, []bundle.Fixup{{Offset: 5, Kind: bundle.ModulePC32, Addend: int64(s.addr) - 4}}
+	return code, []bundle.Fixup{{Offset: 5, Kind: bundle.ModulePC32, Addend: int64(s.Addr) - 4}}
 }
 
-// mapsOf returns the text of /proc/PID/maps.
-func mapsOf(t *testing.T, pid int) string {
+// Maps returns the text of /proc/PID/maps.
+func Maps(t testing.TB, pid int) string {
 	t.Helper()
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/maps")
 	if err != nil {
@@ -235,9 +240,9 @@ func mapsOf(t *testing.T, pid int) string {
 	return string(b)
 }
 
-// kernelNamesMappings reports whether this kernel can name anonymous
+// KernelNamesMappings reports whether this kernel can name anonymous
 // mappings (CONFIG_ANON_VMA_NAME); without it regions are found by magic.
-func kernelNamesMappings(t *testing.T) bool {
+func KernelNamesMappings(t testing.TB) bool {
 	t.Helper()
 	m, err := syscall.Mmap(-1, 0, 4096, syscall.PROT_READ, syscall.MAP_PRIVATE|syscall.MAP_ANON)
 	if err != nil {
@@ -248,4 +253,10 @@ func kernelNamesMappings(t *testing.T) bool {
 	_, _, errno := syscall.Syscall6(syscall.SYS_PRCTL, 0x53564d41, 0,
 		uintptr(unsafe.Pointer(&m[0])), 4096, uintptr(unsafe.Pointer(&name[0])), 0)
 	return errno == 0
+}
+
+// Kill ends the target now and waits until it is gone.
+func (p *Target) Kill() {
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
 }
