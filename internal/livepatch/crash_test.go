@@ -1,0 +1,106 @@
+package livepatch_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"hotfleet/internal/livepatch"
+	"hotfleet/internal/livepatch/lptest"
+)
+
+// TestStatusAfterPatcherKilled kills a separate hotfleet process at each
+// failpoint and checks that status, read from the target alone, says exactly
+// what is there, and that the next run finishes or undoes it.
+func TestStatusAfterPatcherKilled(t *testing.T) {
+	bin := lptest.BuildTarget(t, "testdata/target.c", "target")
+	exe := selfCopy(t)
+	ctx := context.Background()
+	b := lptest.MakeBundle(t, bin, "hf-kill", 1, lptest.Fn{Old: "answer", Code: lptest.Ret(42)}, lptest.Fn{Old: "second", Code: lptest.Ret(43)})
+
+	cases := []struct {
+		op, failpoint string
+		state         string // what status must say after the kill
+		consistent    bool
+		problem       string
+		answer        string // what the target runs right after the kill
+		second        string
+		recovered     string // what Recover reports
+		after         string // state after recovery; "" means no region left
+		answerAfter   string
+	}{
+		{op: "apply", failpoint: "prepared", state: "prepared", problem: "interrupted before switching",
+			answer: "1", second: "2", recovered: "interrupted before switching; removed", answerAfter: "1"},
+		{op: "apply", failpoint: "switching", state: "switching", problem: "0 of 2 sites written",
+			answer: "1", second: "2", recovered: "finished it (2 of 2 sites written now)", after: "applied", answerAfter: "42"},
+		{op: "apply", failpoint: "site:1", state: "switching", problem: "interrupted while switching: 1 of 2 sites written",
+			answer: "42", second: "2", recovered: "finished it (1 of 2 sites written now)", after: "applied", answerAfter: "42"},
+		{op: "apply", failpoint: "applied", state: "applied", consistent: true,
+			answer: "42", second: "43", after: "applied", answerAfter: "42"},
+		{op: "revert", failpoint: "site:1", state: "reverting", problem: "interrupted while reverting: 1 of 2 sites still jump",
+			answer: "1", second: "43", recovered: "a revert was interrupted; finished it (1 of 2 sites restored now)", answerAfter: "1"},
+	}
+	for _, c := range cases {
+		t.Run(c.op+"@"+c.failpoint, func(t *testing.T) {
+			p := lptest.Start(t, bin)
+			if c.op == "revert" {
+				if _, err := livepatch.Apply(ctx, p.Pid, b, livepatch.Options{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out, err := runHelper(t, exe, c.op, p.Pid, b, nil, livepatch.FailpointEnv+"="+c.failpoint)
+			if err == nil || !strings.Contains(err.Error(), "killed") {
+				t.Fatalf("hotfleet %s with failpoint %s was not killed: %v\n%s", c.op, c.failpoint, err, out)
+			}
+			// The target keeps running, fully old, fully new or in between
+			// for whole functions only.
+			p.Expect("answer", c.answer)
+			p.Expect("second", c.second)
+			st := status(t, p.Pid)
+			if len(st) != 1 || st[0].State != c.state || st[0].Consistent != c.consistent || !strings.Contains(st[0].Problem, c.problem) {
+				t.Fatalf("status after the kill = %+v; want state %s, consistent %v, problem %q", st, c.state, c.consistent, c.problem)
+			}
+			done, err := livepatch.Recover(ctx, p.Pid, livepatch.Options{})
+			if err != nil {
+				t.Fatalf("recover: %v", err)
+			}
+			if c.recovered != "" && !strings.Contains(strings.Join(done, "\n"), c.recovered) {
+				t.Errorf("recover reported %q, want %q", done, c.recovered)
+			}
+			st = status(t, p.Pid)
+			switch {
+			case c.after == "" && len(st) != 0:
+				t.Errorf("after recovery regions remain: %+v", st)
+			case c.after != "" && (len(st) != 1 || st[0].State != c.after || !st[0].Consistent):
+				t.Errorf("after recovery status = %+v, want one consistent %s region", st, c.after)
+			}
+			p.Expect("answer", c.answerAfter)
+			want := "2"
+			if c.answerAfter == "42" {
+				want = "43"
+			}
+			p.Expect("second", want)
+		})
+	}
+}
+
+// TestApplyFinishesInterruptedRun checks that a plain apply, not only
+// Recover, first completes what a killed run left.
+func TestApplyFinishesInterruptedRun(t *testing.T) {
+	bin := lptest.BuildTarget(t, "testdata/target.c", "target")
+	p := lptest.Start(t, bin)
+	b := lptest.MakeBundle(t, bin, "hf-again", 1, lptest.Fn{Old: "answer", Code: lptest.Ret(42)}, lptest.Fn{Old: "second", Code: lptest.Ret(43)})
+	out, err := runHelper(t, selfCopy(t), "apply", p.Pid, b, nil, livepatch.FailpointEnv+"=site:1")
+	if err == nil {
+		t.Fatalf("hotfleet was not killed:\n%s", out)
+	}
+	res, err := livepatch.Apply(context.Background(), p.Pid, b, livepatch.Options{})
+	if err != nil {
+		t.Fatalf("apply after the kill: %v", err)
+	}
+	if !res.AlreadyApplied || len(res.Recovered) != 1 || !strings.Contains(res.Recovered[0], "finished it") {
+		t.Errorf("apply after the kill = %+v; want the interrupted switch finished and nothing more to do", res)
+	}
+	p.Expect("answer", "42")
+	p.Expect("second", "43")
+}
