@@ -100,7 +100,7 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	b := &builder{opts: opts, tgt: tgt, orig: orig, fixed: fixed, res: &Result{}, placed: map[int]uint64{}, stubIdx: map[string]int{}, slotIdx: map[string]int{}}
+	b := &builder{opts: opts, tgt: tgt, orig: orig, fixed: fixed, res: &Result{}, placed: map[int]uint64{}, stubIdx: map[string]int{}, slotIdx: map[string]int{}, dataMap: map[*elfx.Symbol]*elfx.Symbol{}}
 	if err := b.checkData(); err != nil {
 		return nil, err
 	}
@@ -128,6 +128,8 @@ type builder struct {
 	order   []int          // included sections in layout order
 	fixups  []bundle.Fixup
 	pending []pendingRef
+
+	dataMap map[*elfx.Symbol]*elfx.Symbol // fixed.o variable -> orig.o variable
 
 	stubs   []stub
 	stubIdx map[string]int
@@ -175,15 +177,17 @@ type pendingRef struct {
 // checkData refuses changes to writable data and TLS that a hot patch cannot
 // carry: the running process already has its own copy of that data.
 func (b *builder) checkData() error {
-	for key, fs := range b.fixed.objects {
-		os, ok := b.orig.objects[key]
-		fk := b.fixed.kind(int(fs.Section))
-		if fs.Type == elf.STT_TLS || fk == secTLS {
-			if !ok {
+	vars := append([]*elfx.Symbol{}, b.fixed.dataSyms...)
+	sort.Slice(vars, func(i, j int) bool { return vars[i].Name < vars[j].Name })
+	for _, fs := range vars {
+		os, err := b.origData(fs)
+		if err != nil {
+			return err
+		}
+		if os == nil {
+			if fs.Type == elf.STT_TLS || b.fixed.kind(int(fs.Section)) == secTLS {
 				return fmt.Errorf("%w: fixed.o adds the thread-local variable %s; a hot patch cannot add TLS to running threads; keep the state elsewhere (a shadow variable keyed by thread)", ErrRefused, fs.Name)
 			}
-		}
-		if !ok {
 			if _, err := b.tgt.lookup(fs.Name, fs.Bind == elf.STB_LOCAL, b.orig.file); err == nil {
 				continue
 			}
@@ -200,15 +204,58 @@ func (b *builder) checkData() error {
 		if err != nil {
 			return err
 		}
-		ok1, err := b.sameRelocs(os, fs)
+		same, err := b.sameRelocs(os, fs)
 		if err != nil {
 			return err
 		}
-		if !bytes.Equal(ob, fb) || !ok1 {
+		if !bytes.Equal(ob, fb) || !same {
 			return fmt.Errorf("%w: the initial value of %s changed; running processes already hold (and may have modified) its current value, so a hot patch cannot change it: set the new value from the new code, or ship the change as a restart update", ErrRefused, fs.Name)
 		}
 	}
 	return nil
+}
+
+// origData finds the orig.o variable that a fixed.o variable is. Globals
+// match by name. Function-scope statics ("calls.1") are renumbered by gcc
+// whenever the file changes, so they match by base name, and when several
+// functions have a static of that name, by which function uses it. It
+// returns nil for a variable that orig.o does not have.
+func (b *builder) origData(fs *elfx.Symbol) (*elfx.Symbol, error) {
+	if os, ok := b.dataMap[fs]; ok {
+		return os, nil
+	}
+	var cands []*elfx.Symbol
+	for _, os := range b.orig.dataSyms {
+		if fs.Bind != elf.STB_LOCAL {
+			if os.Bind != elf.STB_LOCAL && os.Name == fs.Name {
+				cands = append(cands, os)
+			}
+		} else if os.Bind == elf.STB_LOCAL && staticLocalBase(os.Name) == staticLocalBase(fs.Name) {
+			cands = append(cands, os)
+		}
+	}
+	if len(cands) > 1 {
+		users := b.fixed.referrers(fs)
+		var picked []*elfx.Symbol
+		for _, os := range cands {
+			for u := range b.orig.referrers(os) {
+				if users[u] {
+					picked = append(picked, os)
+					break
+				}
+			}
+		}
+		if len(picked) != 1 {
+			return nil, fmt.Errorf("%w: cannot tell which of the %d static variables named %s in orig.o is %s of fixed.o (they are used by the same functions); rename one of them in the fix", ErrRefused, len(cands), staticLocalBase(fs.Name), fs.Name)
+		}
+		cands = picked
+	}
+	var os *elfx.Symbol
+	if len(cands) == 1 {
+		os = cands[0]
+	}
+	b.dataMap[fs] = os
+	return os, nil
 }
 
 func (b *builder) sameRelocs(os, fs *elfx.Symbol) (bool, error) {
@@ -486,7 +533,17 @@ func (b *builder) resolve(sec int, r elfx.Reloc) (resolved, error) {
 		if def == nil {
 			return resolved{}, fmt.Errorf("%w: %s refers to writable data in %s that belongs to no variable symbol; compile with -fdata-sections", ErrRefused, b.owner(sec), b.fixed.sec(tsec).Name)
 		}
-		ts, err := b.tgt.lookup(def.Name, def.Bind == elf.STB_LOCAL, b.orig.file)
+		name := def.Name
+		os, err := b.origData(def)
+		if err != nil {
+			return resolved{}, err
+		}
+		if os != nil {
+			// orig.o and the target come from one compilation, so they
+			// agree on the numbering of function-scope statics.
+			name = os.Name
+		}
+		ts, err := b.tgt.lookup(name, def.Bind == elf.STB_LOCAL, b.orig.file)
 		if err != nil {
 			if errors.Is(err, errNotInTarget) {
 				return resolved{}, fmt.Errorf("%w: %s uses the writable variable %s, which %s does not have; a hot patch cannot add writable data: keep the new state in a shadow variable", ErrRefused, b.owner(sec), def.Name, b.tgt.name)

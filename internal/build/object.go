@@ -30,15 +30,15 @@ const (
 
 // object is one parsed relocatable object (orig.o or fixed.o).
 type object struct {
-	path    string
-	f       *elfx.File
-	syms    []elfx.Symbol
-	relocs  map[int][]elfx.Reloc
-	file    string // the source file named by the first STT_FILE symbol
-	funcs   map[string]*elfx.Symbol
-	objects map[string]*elfx.Symbol // writable and TLS objects by normalised name
-	secDef  map[int]*elfx.Symbol    // the symbol a section was emitted for
-	data    map[int][]byte
+	path     string
+	f        *elfx.File
+	syms     []elfx.Symbol
+	relocs   map[int][]elfx.Reloc
+	file     string // the source file named by the first STT_FILE symbol
+	funcs    map[string]*elfx.Symbol
+	dataSyms []*elfx.Symbol       // writable and TLS variables
+	secDef   map[int]*elfx.Symbol // the symbol a section was emitted for
+	data     map[int][]byte
 }
 
 func openObject(path, role string) (*object, error) {
@@ -54,7 +54,7 @@ func openObject(path, role string) (*object, error) {
 		f.Close()
 		return nil, fmt.Errorf("%w: %s %s is for %s; the builder handles x86-64 objects only", ErrRefused, role, path, f.Machine)
 	}
-	o := &object{path: path, f: f, funcs: map[string]*elfx.Symbol{}, objects: map[string]*elfx.Symbol{}, secDef: map[int]*elfx.Symbol{}, data: map[int][]byte{}}
+	o := &object{path: path, f: f, funcs: map[string]*elfx.Symbol{}, secDef: map[int]*elfx.Symbol{}, data: map[int][]byte{}}
 	if o.syms, err = f.Symbols(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("read symbols of %s %s: %w", role, path, err)
@@ -89,7 +89,7 @@ func openObject(path, role string) (*object, error) {
 				o.secDef[sec] = s
 			}
 			if k := o.kind(sec); k == secWritable || k == secTLS || s.Type == elf.STT_TLS {
-				o.objects[dataKey(*s)] = s
+				o.dataSyms = append(o.dataSyms, s)
 			}
 		}
 	}
@@ -195,12 +195,34 @@ func staticLocalBase(name string) string {
 	return name[:i]
 }
 
-// dataKey names a data object for correlation across builds.
-func dataKey(s elfx.Symbol) string {
-	if s.Bind == elf.STB_LOCAL {
-		return "local:" + staticLocalBase(s.Name)
+// referrers returns the names of the functions whose code refers to the
+// variable v, directly or through its section symbol.
+func (o *object) referrers(v *elfx.Symbol) map[string]bool {
+	out := map[string]bool{}
+	for sec, rels := range o.relocs {
+		k := o.kind(sec)
+		if k != secText && k != secCold {
+			continue
+		}
+		def := o.secDef[sec]
+		if def == nil {
+			continue
+		}
+		name := def.Name
+		if i := strings.Index(name, ".cold"); i > 0 {
+			name = name[:i]
+		}
+		for _, r := range rels {
+			if r.Sym <= 0 || r.Sym >= len(o.syms) {
+				continue
+			}
+			s := &o.syms[r.Sym]
+			if s == v || s.Type == elf.STT_SECTION && s.Section == v.Section && o.secDef[int(v.Section)] == v {
+				out[name] = true
+			}
+		}
 	}
-	return s.Name
+	return out
 }
 
 // stringAt returns the NUL-terminated string at off in a string section.

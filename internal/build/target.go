@@ -105,6 +105,39 @@ func (t *target) lookup(name string, local bool, file string) (elfx.Symbol, erro
 				return s, nil
 			}
 		}
+		if _, ok := t.jmpSlot[name]; ok {
+			return elfx.Symbol{}, errNotInTarget // imported from a library
+		}
+		if _, ok := t.globDat[name]; ok {
+			return elfx.Symbol{}, errNotInTarget
+		}
+		// Hidden globals (-fvisibility=hidden, visibility attributes) become
+		// local symbols when linked; accept one when its name is unique.
+		var hidden []elfx.Symbol
+		for _, s := range t.syms {
+			if s.Bind == elf.STB_LOCAL && isDataOrFunc(s) && s.Name == name {
+				hidden = append(hidden, s)
+			}
+		}
+		if len(hidden) > 1 {
+			// The linker lists symbols it made local after an empty
+			// STT_FILE; statics of the same name sit under their file.
+			var linkerMade []elfx.Symbol
+			for _, s := range hidden {
+				if s.File == "" {
+					linkerMade = append(linkerMade, s)
+				}
+			}
+			if len(linkerMade) == 1 {
+				hidden = linkerMade
+			}
+		}
+		if len(hidden) == 1 {
+			return hidden[0], nil
+		}
+		if len(hidden) > 1 {
+			return elfx.Symbol{}, fmt.Errorf("%w: %s has no global %s but %d local symbols of that name, and the builder cannot tell which one is meant", ErrRefused, t.path, name, len(hidden))
+		}
 		return elfx.Symbol{}, errNotInTarget
 	}
 	match := func(eq func(string) bool) []elfx.Symbol {

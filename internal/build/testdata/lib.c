@@ -8,6 +8,7 @@ int counter;
 int initval = 5;
 int sizes[4];
 static int hits;
+__attribute__((visibility("hidden"))) extern int twice(int);
 #ifdef REFUSE_TLS
 __thread int per_thread;
 #endif
@@ -54,7 +55,7 @@ __attribute__((noinline)) int greet(int x)
 	hits += 10;
 	printf("patched greeting #%d for %d\n", calls, x);
 	fprintf(stdout, "via stdout: %s\n", "a brand new literal");
-	return helper(x) + bonus(calls);
+	return helper(x) + bonus(calls) + twice(x);
 #elif defined(REFUSE_NEWLIB)
 	counter += x;
 	return (int)getpid() + calls;
@@ -68,7 +69,7 @@ __attribute__((noinline)) int greet(int x)
 	counter += x;
 	hits++;
 	puts("hello");
-	return helper(x) + calls + initval;
+	return helper(x) + calls + initval + twice(x);
 #endif
 }
 
