@@ -99,7 +99,9 @@ func (tg *target) expect(prefix string, timeout time.Duration) string {
 		select {
 		case l, ok := <-tg.lines:
 			if !ok {
-				tg.t.Fatalf("target exited while waiting for %q", prefix)
+				err := <-tg.done
+				tg.done <- err
+				tg.t.Fatalf("target exited (%v) while waiting for %q", err, prefix)
 			}
 			if strings.HasPrefix(l, "FAIL") {
 				tg.t.Fatalf("target reported: %s", l)
@@ -193,3 +195,5 @@ func tracedThreads(pid int) []int {
 }
 
 func errorsIsErrno(err error, e unix.Errno) bool { return errors.Is(err, e) }
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }

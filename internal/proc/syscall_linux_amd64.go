@@ -34,6 +34,8 @@ const (
 	fpXstateMagic2 = 0x46505845
 	swReservedOff  = 464 // offset of sw_reserved in the legacy FXSAVE area
 	xsaveMinSize   = 512 + 64
+	// xfeatureDynamic marks XTILEDATA (AMX), enabled per process on request.
+	xfeatureDynamic = 1 << 18
 
 	ucFPXstate         = 1
 	ucSigcontextSS     = 2
@@ -103,11 +105,15 @@ func (t *Tracer) syscall(ctx context.Context, nr int, args []uint64) (uint64, er
 		return 0, fmt.Errorf("remote %s in pid %d: %d arguments, at most %d", name, t.pid, len(args), maxSyscallArgs)
 	}
 	var cands []*thread
-	if th := t.threads[t.pid]; th != nil && th.stopped {
+	first := t.pid
+	if t.preferTid != 0 {
+		first = t.preferTid
+	}
+	if th := t.threads[first]; th != nil && th.stopped {
 		cands = append(cands, th)
 	}
 	for _, tid := range t.order {
-		if th := t.threads[tid]; th != nil && th.stopped && tid != t.pid {
+		if th := t.threads[tid]; th != nil && th.stopped && tid != first {
 			cands = append(cands, th)
 		}
 	}
@@ -485,8 +491,10 @@ func (t *Tracer) writeRestoreFrame(th *thread, g *gadgets, maps []Mapping) (uint
 	return frame, nil
 }
 
-// readXstate reads the thread's XSAVE area and appends FP_XSTATE_MAGIC2, as
-// a signal frame holds it.
+// readXstate reads the thread's XSAVE area (standard format, as a signal
+// frame holds it) and turns it into a signal frame's FP state: the software
+// bytes of the FXSAVE area say it is an extended frame and how big, and
+// FP_XSTATE_MAGIC2 follows it. ptrace leaves the user XCR0 in those bytes.
 func readXstate(tid int) ([]byte, error) {
 	buf := make([]byte, maxXstate)
 	iov := unix.Iovec{Base: &buf[0]}
@@ -499,18 +507,22 @@ func readXstate(tid int) ([]byte, error) {
 		return nil, fmt.Errorf("XSAVE state of thread %d is %d bytes", tid, n)
 	}
 	le := binary.LittleEndian
-	sw := buf[swReservedOff:]
-	if le.Uint32(sw[0:]) != fpXstateMagic1 {
-		return nil, fmt.Errorf("XSAVE state of thread %d carries no signal-frame sizes", tid)
+	xcr0 := le.Uint64(buf[swReservedOff:])
+	if xcr0&xfeatureDynamic != 0 {
+		// The regset is sized for every feature, but a thread without AMX
+		// permission restores a smaller frame; a size mismatch would make
+		// rt_sigreturn silently drop the AVX state.
+		return nil, fmt.Errorf("thread %d: the CPU has dynamically enabled XSAVE features (AMX)", tid)
 	}
-	size := int(le.Uint32(sw[16:]))
-	ext := int(le.Uint32(sw[4:]))
-	if size < xsaveMinSize || size > n || ext != size+4 {
-		return nil, fmt.Errorf("XSAVE state of thread %d: size %d, extended %d, read %d", tid, size, ext, n)
-	}
-	out := make([]byte, size+4)
-	copy(out, buf[:size])
-	le.PutUint32(out[size:], fpXstateMagic2)
+	out := make([]byte, n+4)
+	copy(out, buf[:n])
+	sw := out[swReservedOff : xsaveMinSize-64]
+	clear(sw)
+	le.PutUint32(sw[0:], fpXstateMagic1)
+	le.PutUint32(sw[4:], uint32(n+4)) // extended_size: the area plus MAGIC2
+	le.PutUint64(sw[8:], xcr0)        // xfeatures to restore
+	le.PutUint32(sw[16:], uint32(n))  // xstate_size
+	le.PutUint32(out[n:], fpXstateMagic2)
 	return out, nil
 }
 
@@ -538,8 +550,8 @@ var eintrOnStop = map[uint64]bool{
 }
 
 // undoStopEINTR makes a thread that our interrupt knocked out of such a call
-// re-issue it on resume, as if it had never been stopped: the saved
-// registers point back at the syscall instruction with the call's number.
+// re-issue it on resume, as if it had never been stopped: its registers
+// point back at the syscall instruction with the call's number.
 // When a real signal is pending the EINTR is genuine and stays.
 func (t *Tracer) undoStopEINTR(th *thread) {
 	r := &th.regs
@@ -553,9 +565,14 @@ func (t *Tracer) undoStopEINTR(th *thread) {
 	if err1 != nil || err2 != nil || err3 != nil || (pnd|shd)&^blk != 0 {
 		return
 	}
-	r.Rip -= syscallInsnSize
-	r.Rax = r.Orig_rax
-	th.changed = true
+	// Written now, not at detach: if hotfleet dies while the thread is
+	// stopped, the kernel resumes it with these registers.
+	fixed := *r
+	fixed.Rip -= syscallInsnSize
+	fixed.Rax = r.Orig_rax
+	if err := unix.PtraceSetRegs(th.tid, &fixed); err == nil {
+		*r = fixed
+	}
 }
 
 var syscallNames = map[int]string{

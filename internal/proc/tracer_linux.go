@@ -55,6 +55,7 @@ type Tracer struct {
 	order     []int           // seize order, for deterministic Stopped() output
 	firstStop time.Time       // first PTRACE_INTERRUPT of this stop
 	gadgets   *gadgets        // syscall gadgets, found once per process
+	preferTid int             // thread remote syscalls should use first; 0: the leader
 	closed    bool
 }
 
