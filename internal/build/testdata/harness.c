@@ -19,6 +19,7 @@ extern int greet(int);
 extern int classify(int, int);
 extern int get_hits(void);
 extern int other(int);
+extern int tick(void);
 
 static const char *want;
 static unsigned long bias, end;
@@ -42,9 +43,10 @@ static int pick(struct dl_phdr_info *info, size_t size, void *data)
 
 static void report(int (*g)(int), int (*c)(int, int))
 {
+	int t = tick() + tick() + tick();
 	int a = g(5);
 	int b = g(7);
-	printf("greet=%d,%d counter=%d hits=%d\n", a, b, counter, get_hits());
+	printf("tick=%d greet=%d,%d counter=%d hits=%d\n", t, a, b, counter, get_hits());
 	for (int n = 0; n < 9; n++)
 		printf("classify(%d)=%d\n", n, c(n, 11));
 	printf("other=%d\n", other(2));

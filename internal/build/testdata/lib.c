@@ -46,6 +46,16 @@ __attribute__((noinline)) static int bonus(int x)
 }
 #endif
 
+#ifdef FIX
+/* Has a static named like greet's. The fix defines it before greet, so gcc
+ * numbers the two "calls" statics the other way round than in orig.o. */
+__attribute__((noinline)) int tick(void)
+{
+	static int calls;
+	return ++calls;
+}
+#endif
+
 __attribute__((noinline)) int greet(int x)
 {
 	static int calls;
@@ -72,6 +82,16 @@ __attribute__((noinline)) int greet(int x)
 	return helper(x) + calls + initval + twice(x);
 #endif
 }
+
+#ifndef FIX
+/* Has a static named like greet's. The fix defines it before greet, so gcc
+ * numbers the two "calls" statics the other way round than in orig.o. */
+__attribute__((noinline)) int tick(void)
+{
+	static int calls;
+	return ++calls;
+}
+#endif
 
 /* A switch gcc compiles to a jump table: relocated read-only data. */
 __attribute__((noinline)) int classify(int n, int v)
