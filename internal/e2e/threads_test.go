@@ -8,25 +8,32 @@ import (
 	"time"
 )
 
-// window is what threads.c reports about its 16 workers over a time window.
+// window is what threads.c reports about its 16 workers over a window in
+// which each made a given number of calls.
 type window struct {
 	calls, old, new, threadsOld, threadsNew, idle, bad int
 }
 
-func askWindow(t *testing.T, tg *target, ms int) window {
+func askWindow(t *testing.T, tg *target, calls int) window {
 	t.Helper()
-	a := tg.ask("window " + strconv.Itoa(ms))
+	a := tg.ask("window " + strconv.Itoa(calls))
 	var w window
 	if _, err := fmt.Sscanf(a, "calls=%d old=%d new=%d threads_old=%d threads_new=%d idle=%d bad=%d",
 		&w.calls, &w.old, &w.new, &w.threadsOld, &w.threadsNew, &w.idle, &w.bad); err != nil {
 		t.Fatalf("window answered %q: %v", a, err)
 	}
-	t.Logf("window %d ms: %s", ms, a)
+	t.Logf("window of %d calls per thread: %s", calls, a)
 	return w
 }
 
-// workerThreads is the number of threads threads.c runs.
-const workerThreads = 16
+const (
+	// workerThreads is the number of threads threads.c runs.
+	workerThreads = 16
+	// callsPerWindow is how many calls each worker makes in a window that
+	// shows which code it runs: enough to be sure, little enough to be
+	// quick (a call takes nanoseconds).
+	callsPerWindow = 100000
+)
 
 // TestManyThreadsInHotFunction: 16 threads call the patched function in a
 // tight loop. Every result is the old or the new value, never garbage; after
@@ -38,7 +45,7 @@ func TestManyThreadsInHotFunction(t *testing.T) {
 	tg := start(t, p.bin, nil)
 	// (5*7+3) % 1000 = 38.
 	tg.expect("call 5", "1038", "before apply")
-	w := askWindow(t, tg, 300)
+	w := askWindow(t, tg, callsPerWindow)
 	if w.idle != 0 || w.new != 0 || w.threadsOld != workerThreads || w.bad != 0 {
 		t.Fatalf("before apply: want all %d threads getting the old value, got %+v", workerThreads, w)
 	}
@@ -46,7 +53,8 @@ func TestManyThreadsInHotFunction(t *testing.T) {
 	for round := 1; round <= 3; round++ {
 		apply(t, b, tg.pid, 1)
 		tg.expect("call 5", "2038", fmt.Sprintf("round %d: right after apply", round))
-		w = askWindow(t, tg, 300)
+		settle(t, tg, round, "apply")
+		w = askWindow(t, tg, callsPerWindow)
 		if w.bad != 0 {
 			t.Fatalf("round %d: %d results were neither the old nor the new value: %s", round, w.bad, tg.describe())
 		}
@@ -57,7 +65,8 @@ func TestManyThreadsInHotFunction(t *testing.T) {
 
 		revert(t, "fix-compute", tg.pid, 1)
 		tg.expect("call 5", "1038", fmt.Sprintf("round %d: right after revert", round))
-		w = askWindow(t, tg, 300)
+		settle(t, tg, round, "revert")
+		w = askWindow(t, tg, callsPerWindow)
 		if w.bad != 0 {
 			t.Fatalf("round %d: %d results were neither the old nor the new value: %s", round, w.bad, tg.describe())
 		}
@@ -67,6 +76,25 @@ func TestManyThreadsInHotFunction(t *testing.T) {
 		requireNothingApplied(t, tg.pid)
 	}
 	tg.healthy()
+}
+
+// settle lets each worker finish the call it was in when the code switched:
+// switch at call lets a thread that was inside the function finish that
+// call in the code it started in, and with 16 threads on few cores a thread
+// may run again only many milliseconds after apply returned. So until each
+// thread has made two more calls, each may still deliver one result from
+// the code before the switch, never more.
+func settle(t *testing.T, tg *target, round int, op string) {
+	t.Helper()
+	w := askWindow(t, tg, 2)
+	stale := w.old
+	if op == "revert" {
+		stale = w.new
+	}
+	if w.bad != 0 || stale > workerThreads || w.idle != 0 {
+		t.Fatalf("round %d: after %s, %d results came from the code before it (at most one per thread may), %d were garbage, %d threads did not run",
+			round, op, stale, w.bad, w.idle)
+	}
 }
 
 // TestBlockedThreadsSeeNoEINTR: threads blocked in read, epoll_wait and a

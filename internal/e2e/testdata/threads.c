@@ -2,9 +2,11 @@
  * every result as old (offset 1000), new (offset 2000) or garbage.
  *
  * Commands besides serve.h's:
- *   window MS   zero the per-thread counts, let the workers run MS ms, then
- *               answer "calls=C old=O new=N threads_old=TO threads_new=TN
- *               idle=I bad=B" (bad counts since start)
+ *   window N    zero the per-thread counts, wait until every worker made at
+ *               least N calls (at most WINDOW_LIMIT_MS), then answer
+ *               "calls=C old=O new=N threads_old=TO threads_new=TN idle=I
+ *               bad=B": idle counts workers that made fewer than N calls,
+ *               bad counts garbage results since start
  */
 #include "serve.h"
 #include <pthread.h>
@@ -41,18 +43,34 @@ static void *worker(void *p)
 	return NULL;
 }
 
+/* WINDOW_LIMIT_MS bounds one window: 16 spinning threads on two cores each
+ * run within tens of milliseconds, so 10 s means a thread no longer runs. */
+#define WINDOW_LIMIT_MS 10000
+
+static long calls_of(int i)
+{
+	return atomic_load(&counts[i].old) + atomic_load(&counts[i].new_);
+}
+
 static int extra(const char *cmd, const char *arg, char *out, size_t n)
 {
 	if (strcmp(cmd, "window") != 0)
 		return 0;
-	long ms = strtol(arg, NULL, 10);
+	long want = strtol(arg, NULL, 10);
 	for (int i = 0; i < NTHREADS; i++) {
 		atomic_store(&counts[i].old, 0);
 		atomic_store(&counts[i].new_, 0);
 	}
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-	while (nanosleep(&ts, &ts) != 0)
-		fail("window: nanosleep: %s", strerror(errno));
+	for (int ms = 0; ms < WINDOW_LIMIT_MS; ms++) {
+		int done = 0;
+		for (int i = 0; i < NTHREADS; i++)
+			done += calls_of(i) >= want;
+		if (done == NTHREADS)
+			break;
+		struct timespec ts = {0, 1000000L};
+		if (nanosleep(&ts, NULL) != 0)
+			fail("window: nanosleep: %s", strerror(errno));
+	}
 	long calls = 0, old = 0, new_ = 0, told = 0, tnew = 0, idle = 0;
 	for (int i = 0; i < NTHREADS; i++) {
 		long o = atomic_load(&counts[i].old), w = atomic_load(&counts[i].new_);
@@ -61,7 +79,7 @@ static int extra(const char *cmd, const char *arg, char *out, size_t n)
 		calls += o + w;
 		told += o > 0;
 		tnew += w > 0;
-		idle += o + w == 0;
+		idle += o + w < want;
 	}
 	snprintf(out, n, "calls=%ld old=%ld new=%ld threads_old=%ld threads_new=%ld idle=%ld bad=%ld",
 		 calls, old, new_, told, tnew, idle, atomic_load(&bad));
