@@ -366,6 +366,7 @@ func TestRefusals(t *testing.T) {
 		{"changed object size", []string{"-DREFUSE_SIZE"}, nil, []string{"grows", "changes size from 32 to 64 bytes"}},
 		{"new writable global", []string{"-DREFUSE_NEWGLOBAL"}, nil, []string{"brand_new_state", "shadow variable"}},
 		{"new TLS variable", []string{"-DREFUSE_TLS"}, nil, []string{"thread-local variable per_thread"}},
+		{"reference to thread-local storage", []string{"-DREFUSE_TLSREF"}, nil, []string{"function bump_tls has a relocation of type R_X86_64_TPOFF32"}},
 		{"new library dependency", []string{"-DREFUSE_NEWLIB"}, nil, []string{"function greet now calls getpid, which harness does not import"}},
 		{"too small", []string{"-DREFUSE_TINY"}, nil, []string{"function tiny is 5 bytes", "too small to redirect"}},
 		{"orig.o built differently", []string{"-DFIX"}, []string{"-O0"}, []string{"orig.o was not built the same way as the target (function", "rebuild with the target's compiler and flags"}},

@@ -9,6 +9,7 @@ int initval = 5;
 int sizes[4];
 static int hits;
 __attribute__((visibility("hidden"))) extern int twice(int);
+__thread int tls_existing;
 #ifdef REFUSE_TLS
 __thread int per_thread;
 #endif
@@ -23,6 +24,16 @@ __attribute__((noinline)) static int helper(int x)
 }
 
 __attribute__((noinline)) int get_hits(void) { return hits; }
+
+__attribute__((noinline)) int bump_tls(int x)
+{
+#ifdef REFUSE_TLSREF
+	tls_existing += 2 * x;
+#else
+	tls_existing += x;
+#endif
+	return tls_existing;
+}
 
 /* Unchanged: makes the library import printf and fprintf, which the fix uses. */
 __attribute__((noinline)) void show(void)
