@@ -42,8 +42,8 @@ else
 	command -v go >/dev/null || die "Go is needed to build hotfleet; install it from https://go.dev/dl/"
 	run env CGO_ENABLED=0 go build -o bin/hotfleet ./cmd/hotfleet
 fi
-hf=$root/bin/hotfleet
-[ -x "$hf" ] || die "the build did not produce $hf"
+[ -x bin/hotfleet ] || die "the build did not produce bin/hotfleet"
+export PATH="$root/bin:$PATH"
 
 work=$(mktemp -d /tmp/hotfleet-demo.XXXXXX)
 server_pid=""
@@ -55,29 +55,31 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
+cd "$work"
+ln -s "$root/examples/sample" sample
 
-step "Compile the sample server, and the fixed request.c with the same flags"
+step "Compile the sample server, and the fixed request.c with the same flags (in $work)"
 # One section per function and per datum lets the builder tell exactly which
 # functions the fix changed.
 cflags=(-O2 -ffunction-sections -fdata-sections)
-mkdir -p "$work/orig" "$work/fixed"
-run gcc "${cflags[@]}" -c examples/sample/server.c -o "$work/server.o"
-run gcc "${cflags[@]}" -c examples/sample/request.c -o "$work/orig/request.o"
-run gcc "${cflags[@]}" -c examples/sample/fixed/request.c -o "$work/fixed/request.o"
-run gcc "$work/server.o" "$work/orig/request.o" -o "$work/sample-server"
+mkdir -p orig fixed
+run gcc "${cflags[@]}" -c sample/server.c -o server.o
+run gcc "${cflags[@]}" -c sample/request.c -o orig/request.o
+run gcc "${cflags[@]}" -c sample/fixed/request.c -o fixed/request.o
+run gcc server.o orig/request.o -o sample-server
 
 step "Start the sample server"
-"$work/sample-server" >"$work/server.log" 2>&1 &
+./sample-server >server.log 2>&1 &
 server_pid=$!
 port=""
 for _ in $(seq $((start_timeout * 10))); do
-	port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$work/server.log")
+	port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' server.log)
 	[ -n "$port" ] && break
-	kill -0 "$server_pid" 2>/dev/null || die "the sample server exited: $(cat "$work/server.log")"
+	kill -0 "$server_pid" 2>/dev/null || die "the sample server exited: $(cat server.log)"
 	sleep 0.1
 done
-[ -n "$port" ] || die "the sample server did not start within ${start_timeout}s: $(cat "$work/server.log")"
-cat "$work/server.log"
+[ -n "$port" ] || die "the sample server did not start within ${start_timeout}s: $(cat server.log)"
+cat server.log
 
 # ask sends one request line to the server and prints its answer.
 ask() {
@@ -106,25 +108,25 @@ step "The running server has the bug: ../ escapes the document root"
 requests "200 OK"
 
 step "Build the patch bundle from the two objects, against the server binary"
-run "$hf" patch build --target "$work/sample-server" --orig "$work/orig/request.o" \
-	--patched "$work/fixed/request.o" --id "$patch_id" --level 1 -o "$work/$patch_id.hfp"
+run hotfleet patch build --target sample-server --orig orig/request.o --patched fixed/request.o \
+	--id "$patch_id" --level 1 -o "$patch_id.hfp"
 
 step "Inspect the bundle"
-run "$hf" patch inspect "$work/$patch_id.hfp"
+run hotfleet patch inspect "$patch_id.hfp"
 
 step "Apply it to the running server (pid $server_pid), no restart"
-run "$hf" patch apply "$work/$patch_id.hfp" --pid "$server_pid"
+run hotfleet patch apply "$patch_id.hfp" --pid "$server_pid"
 
 step "The same process now refuses the attack"
 requests "403 Forbidden"
 
 step "Status, read from the server process itself"
-out=$(run "$hf" patch status --pid "$server_pid")
+out=$(run hotfleet patch status --pid "$server_pid")
 echo "$out"
 grep -q "$patch_id" <<<"$out" || die "status does not show $patch_id in pid $server_pid"
 
 step "Revert the patch"
-run "$hf" patch revert "$patch_id" --pid "$server_pid"
+run hotfleet patch revert "$patch_id" --pid "$server_pid"
 
 step "The original code runs again"
 requests "200 OK"
