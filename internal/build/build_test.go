@@ -27,6 +27,9 @@ type config struct {
 	name   string
 	cflags []string // for lib.c, as the target was compiled
 	shared bool     // lib.c and other.c are linked into liblib.so
+	// plainTarget builds the target without -ffunction-sections
+	// -fdata-sections; only the two objects have them.
+	plainTarget bool
 }
 
 var configs = []config{
@@ -34,6 +37,7 @@ var configs = []config{
 	{name: "nopie", cflags: []string{"-fno-pie"}},
 	{name: "pie-cet", cflags: []string{"-fPIE", "-fcf-protection"}},
 	{name: "pic-in-pie", cflags: []string{"-fPIC"}},
+	{name: "plain-target", cflags: []string{"-fPIE"}, plainTarget: true},
 	{name: "shared", cflags: []string{"-fPIC", "-fcf-protection"}, shared: true},
 }
 
@@ -63,6 +67,9 @@ func buildFixture(t *testing.T, cfg config) *fixture {
 	dir := t.TempDir()
 	fx := &fixture{cfg: cfg, dir: dir}
 	flags := append(append([]string{}, baseFlags...), cfg.cflags...)
+	if cfg.plainTarget {
+		flags = append([]string{"-O2", "-Wl,--build-id"}, cfg.cflags...)
+	}
 	if cfg.shared {
 		fx.target = testenv.CC(t, filepath.Join(dir, "liblib.so"), append(flags, "-shared", abs(t, "lib.c"), abs(t, "other.c"))...)
 		fx.harness = testenv.CC(t, filepath.Join(dir, "harness"), "-O2", "-fPIE", "-pie", abs(t, "harness.c"), "-L"+dir, "-llib", "-Wl,-rpath,"+dir)
