@@ -78,7 +78,14 @@ type Result struct {
 }
 
 // Build builds the patch described by opts.
-func Build(ctx context.Context, opts Options) (*Result, error) {
+func Build(ctx context.Context, opts Options) (res *Result, err error) {
+	// The objects are parsed defensively; this is the last line of defence
+	// so a corrupt object can never crash the CLI.
+	defer func() {
+		if r := recover(); r != nil {
+			res, err = nil, fmt.Errorf("build patch from %s and %s: %w: the builder failed on unexpected input (%v); check that both are gcc objects for x86-64", opts.Orig, opts.Patched, elfx.ErrMalformed, r)
+		}
+	}()
 	if opts.Target == "" || opts.Orig == "" || opts.Patched == "" {
 		return nil, errors.New("build: target, orig and patched objects are all required")
 	}
@@ -367,6 +374,9 @@ func (b *builder) link() error {
 	sort.SliceStable(b.order, func(i, j int) bool { return rank(b.order[i]) < rank(b.order[j]) })
 	for _, sec := range b.order {
 		s := b.fixed.sec(sec)
+		if s == nil {
+			return fmt.Errorf("%w: %s refers to section %d, which does not exist", elfx.ErrMalformed, b.fixed.path, sec)
+		}
 		align := s.Addralign
 		if rank(sec) < 2 && align < funcAlign {
 			align = funcAlign
@@ -452,7 +462,7 @@ func (b *builder) secName(sec int) string {
 	if d := b.fixed.secDef[sec]; d != nil {
 		return d.Name
 	}
-	return b.fixed.sec(sec).Name
+	return b.fixed.secName(sec)
 }
 
 func (b *builder) pad(align uint64, code bool) {
@@ -470,7 +480,7 @@ func (b *builder) owner(sec int) string {
 	if d := b.fixed.secDef[sec]; d != nil {
 		return "function " + d.Name
 	}
-	return "section " + b.fixed.sec(sec).Name
+	return "section " + b.fixed.secName(sec)
 }
 
 // where it is: the module's symbol (vaddr), bundle code, or an import.
@@ -517,7 +527,7 @@ func (b *builder) resolve(sec int, r elfx.Reloc) (resolved, error) {
 			return resolved{inBundle: true, to: ref{kind: refSection, idx: tsec, add: int64(s.Value)}}, nil
 		}
 		if def == nil {
-			return resolved{}, fmt.Errorf("%w: %s refers into section %s, which has no function symbol", ErrRefused, b.owner(sec), b.fixed.sec(tsec).Name)
+			return resolved{}, fmt.Errorf("%w: %s refers into section %s, which has no function symbol", ErrRefused, b.owner(sec), b.fixed.secName(tsec))
 		}
 		ts, err := b.tgt.lookup(def.Name, def.Bind == elf.STB_LOCAL, b.orig.file)
 		if err != nil {
@@ -531,7 +541,7 @@ func (b *builder) resolve(sec int, r elfx.Reloc) (resolved, error) {
 			def = b.objectAt(tsec, s.Value, r)
 		}
 		if def == nil {
-			return resolved{}, fmt.Errorf("%w: %s refers to writable data in %s that belongs to no variable symbol; compile with -fdata-sections", ErrRefused, b.owner(sec), b.fixed.sec(tsec).Name)
+			return resolved{}, fmt.Errorf("%w: %s refers to writable data in %s that belongs to no variable symbol; compile with -fdata-sections", ErrRefused, b.owner(sec), b.fixed.secName(tsec))
 		}
 		name := def.Name
 		os, err := b.origData(def)
@@ -557,7 +567,7 @@ func (b *builder) resolve(sec int, r elfx.Reloc) (resolved, error) {
 	case secTLS:
 		return resolved{}, fmt.Errorf("%w: %s uses the thread-local variable %s; TLS references are not supported in hot patches", ErrRefused, b.owner(sec), s.Name)
 	}
-	return resolved{}, fmt.Errorf("%w: %s refers to section %s, which is not loaded at run time", ErrRefused, b.owner(sec), b.fixed.sec(tsec).Name)
+	return resolved{}, fmt.Errorf("%w: %s refers to section %s, which is not loaded at run time", ErrRefused, b.owner(sec), b.fixed.secName(tsec))
 }
 
 // objectAt finds the variable covering the byte a relocation points at.
@@ -590,18 +600,18 @@ func (b *builder) notFound(sec int, def *elfx.Symbol, err error) error {
 func (b *builder) relocate(sec int, r elfx.Reloc) error {
 	at := b.placed[sec] + r.Offset
 	secLen := uint64(len(b.fixed.data[sec]))
-	if b.fixed.sec(sec).Type == elf.SHT_NOBITS || r.Offset > secLen {
-		return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, b.fixed.sec(sec).Name)
+	if s := b.fixed.sec(sec); s == nil || s.Type == elf.SHT_NOBITS || r.Offset > secLen {
+		return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, b.fixed.secName(sec))
 	}
 	switch r.Type {
 	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32, elf.R_X86_64_GOTPCREL, elf.R_X86_64_GOTPCRELX, elf.R_X86_64_REX_GOTPCRELX,
 		elf.R_X86_64_32, elf.R_X86_64_32S:
 		if r.Offset+4 > secLen {
-			return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, b.fixed.sec(sec).Name)
+			return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, b.fixed.secName(sec))
 		}
 	case elf.R_X86_64_64:
 		if r.Offset+8 > secLen {
-			return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, b.fixed.sec(sec).Name)
+			return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, b.fixed.secName(sec))
 		}
 	default:
 		return fmt.Errorf("%w: %s has a relocation of type %s, which hot patches do not support (thread-local storage and unusual code models cannot be linked into a running process); keep that code out of the changed functions", ErrRefused, b.owner(sec), r.Type)

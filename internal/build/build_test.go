@@ -517,3 +517,37 @@ func (fx *fixture) runPatched(t *testing.T, m *bundle.Module) string {
 	}
 	return rest.String()
 }
+
+// TestCorruptObjects flips bytes all over fixed.o: the builder must answer
+// with an error or a bundle, never crash, and never need its last-resort
+// recover (which would mean an unchecked index somewhere).
+func TestCorruptObjects(t *testing.T) {
+	fx := buildFixture(t, configs[0])
+	orig := fx.object(t, "orig.o")
+	fixed, err := os.ReadFile(fx.object(t, "fixed.o", "-DFIX"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const stride = 5 // every 5th byte reaches headers, symbol and relocation tables and code
+	bad := filepath.Join(fx.dir, "corrupt.o")
+	errs := 0
+	for i := 0; i < len(fixed); i += stride {
+		for _, v := range []byte{0xff, 0x00} {
+			data := bytes.Clone(fixed)
+			data[i] ^= v | 0x5a
+			if err := os.WriteFile(bad, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Build(context.Background(), Options{Target: fx.target, Orig: orig, Patched: bad, ID: "x", Level: 1})
+			if err != nil && strings.Contains(err.Error(), "failed on unexpected input") {
+				t.Fatalf("byte %d of fixed.o flipped: %v", i, err)
+			}
+			if err != nil {
+				errs++
+			}
+		}
+	}
+	if errs == 0 {
+		t.Fatal("no corrupted object was refused; the corruption did not reach the reader")
+	}
+}

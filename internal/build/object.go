@@ -105,6 +105,14 @@ func (o *object) sec(i int) *elf.Section {
 	return o.f.Sections[i]
 }
 
+// secName names section i for messages, even when i is out of range.
+func (o *object) secName(i int) string {
+	if s := o.sec(i); s != nil {
+		return s.Name
+	}
+	return fmt.Sprintf("<section %d>", i)
+}
+
 func (o *object) kind(i int) secKind {
 	s := o.sec(i)
 	if s == nil || s.Flags&elf.SHF_ALLOC == 0 {
@@ -274,7 +282,7 @@ func (o *object) targetKey(r elfx.Reloc, depth int) (string, int64, error) {
 			name = def.Name
 			addend -= int64(def.Value)
 		} else {
-			name = "section:" + o.sec(sec).Name
+			name = "section:" + o.secName(sec)
 		}
 	}
 	if s.Type == elf.STT_OBJECT && s.Bind == elf.STB_LOCAL {
