@@ -40,7 +40,11 @@ func TestUserErrors(t *testing.T) {
 		data []byte
 		says []string
 	}{
-		{"not-a-bundle", []byte("this is a shell script, not a patch\n"), []string{"malformed"}},
+		// A file that does not start with the bundle magic is not a bundle,
+		// whatever its length: saying "truncated" would send the user looking
+		// for the rest of a file that never was a bundle.
+		{"not-a-bundle", []byte("#!/bin/sh\necho this is a script\n"), []string{"malformed", "not a hotfleet patch bundle"}},
+		{"object-file", objectFile(t, p), []string{"malformed", "not a hotfleet patch bundle"}},
 		{"truncated", good[:len(good)/2], []string{"malformed", "truncated"}},
 		{"corrupted", corrupt(good), []string{"malformed"}},
 		{"empty", nil, []string{"malformed"}},
@@ -111,6 +115,17 @@ func TestUserErrors(t *testing.T) {
 		r.mustFail(t, id)
 		unchanged(t, tg)
 	})
+}
+
+// objectFile is what a user may pass by mistake: the fixed object instead
+// of the bundle built from it.
+func objectFile(t *testing.T, p *program) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p.orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // corrupt flips one byte in the middle of a bundle.

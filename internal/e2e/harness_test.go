@@ -470,6 +470,7 @@ func (r cliResult) mustFail(t *testing.T, words ...string) {
 	if r.exit == 0 {
 		t.Fatalf("command succeeded, want an error: %v", r)
 	}
+	t.Logf("refused as expected: %s", strings.TrimSpace(r.stdout+r.stderr))
 	msg := strings.ToLower(r.stdout + r.stderr)
 	for _, w := range words {
 		if !strings.Contains(msg, strings.ToLower(w)) {
