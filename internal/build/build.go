@@ -111,6 +111,9 @@ func Build(ctx context.Context, opts Options) (res *Result, err error) {
 	if err := b.checkData(); err != nil {
 		return nil, err
 	}
+	if err := b.checkConstAndInit(); err != nil {
+		return nil, err
+	}
 	if err := b.diff(); err != nil {
 		return nil, err
 	}
@@ -218,6 +221,75 @@ func (b *builder) checkData() error {
 		if !bytes.Equal(ob, fb) || !same {
 			return fmt.Errorf("%w: the initial value of %s changed; running processes already hold (and may have modified) its current value, so a hot patch cannot change it: set the new value from the new code, or ship the change as a restart update", ErrRefused, fs.Name)
 		}
+	}
+	return nil
+}
+
+// checkConstAndInit refuses two changes a patch of one file cannot carry:
+// a changed global constant (code in other files keeps reading the old
+// copy) and changed constructors or destructors (a running process has
+// already run them, or will never run new ones).
+func (b *builder) checkConstAndInit() error {
+	origByName := map[string]*elfx.Symbol{}
+	for i := range b.orig.syms {
+		s := &b.orig.syms[i]
+		if s.Type == elf.STT_OBJECT && s.Bind != elf.STB_LOCAL && s.Defined() && b.orig.kind(int(s.Section)) == secRodata {
+			origByName[s.Name] = s
+		}
+	}
+	for i := range b.fixed.syms {
+		fs := &b.fixed.syms[i]
+		if fs.Type != elf.STT_OBJECT || fs.Bind == elf.STB_LOCAL || !fs.Defined() || b.fixed.kind(int(fs.Section)) != secRodata {
+			continue
+		}
+		os := origByName[fs.Name]
+		if os == nil {
+			continue // new: no other file can use it yet
+		}
+		ob, err := b.orig.symBytes(os)
+		if err != nil {
+			return err
+		}
+		fb, err := b.fixed.symBytes(fs)
+		if err != nil {
+			return err
+		}
+		same, err := b.sameRelocs(os, fs)
+		if err != nil {
+			return err
+		}
+		if os.Size != fs.Size || !bytes.Equal(ob, fb) || !same {
+			return fmt.Errorf("%w: the global constant %s changed; code in other files of %s keeps reading the old copy: make it static if only this file uses it, or ship the change as a restart update", ErrRefused, fs.Name, b.tgt.name)
+		}
+	}
+	initKey := func(o *object) (string, error) {
+		var parts []string
+		for i, sec := range o.f.Sections {
+			if sec.Type != elf.SHT_INIT_ARRAY && sec.Type != elf.SHT_FINI_ARRAY && sec.Type != elf.SHT_PREINIT_ARRAY &&
+				!strings.HasPrefix(sec.Name, ".ctors") && !strings.HasPrefix(sec.Name, ".dtors") {
+				continue
+			}
+			for _, r := range o.relocsIn(i, 0, ^uint64(0)) {
+				k, a, err := o.targetKey(r, 0)
+				if err != nil {
+					return "", err
+				}
+				parts = append(parts, fmt.Sprintf("%s:%s%+d", sec.Name, k, a))
+			}
+		}
+		sort.Strings(parts)
+		return strings.Join(parts, " "), nil
+	}
+	ok, err := initKey(b.orig)
+	if err != nil {
+		return err
+	}
+	fk, err := initKey(b.fixed)
+	if err != nil {
+		return err
+	}
+	if ok != fk {
+		return fmt.Errorf("%w: the fix changes the file's constructors or destructors (%q became %q); running processes have already run their constructors and would never run new ones: do the work lazily from the new code instead", ErrRefused, ok, fk)
 	}
 	return nil
 }

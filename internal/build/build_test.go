@@ -374,6 +374,8 @@ func TestRefusals(t *testing.T) {
 		{"new writable global", []string{"-DREFUSE_NEWGLOBAL"}, nil, []string{"brand_new_state", "shadow variable"}},
 		{"new TLS variable", []string{"-DREFUSE_TLS"}, nil, []string{"thread-local variable per_thread"}},
 		{"reference to thread-local storage", []string{"-DREFUSE_TLSREF"}, nil, []string{"function bump_tls has a relocation of type R_X86_64_TPOFF32"}},
+		{"changed global constant", []string{"-DREFUSE_CONST"}, nil, []string{"global constant limits changed"}},
+		{"new constructor", []string{"-DREFUSE_CTOR"}, nil, []string{"changes the file's constructors", "start_early"}},
 		{"new library dependency", []string{"-DREFUSE_NEWLIB"}, nil, []string{"function greet now calls getpid, which harness does not import"}},
 		{"too small", []string{"-DREFUSE_TINY"}, nil, []string{"function tiny is 5 bytes", "too small to redirect"}},
 		{"orig.o built differently", []string{"-DFIX"}, []string{"-O0"}, []string{"orig.o was not built the same way as the target (function", "rebuild with the target's compiler and flags"}},

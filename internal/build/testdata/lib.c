@@ -137,3 +137,15 @@ long grows[4];
 #endif
 
 __attribute__((noinline)) long use_grows(int i) { return grows[i & 3] + initial_value_changes; }
+
+/* A global constant other files could read. */
+#ifdef REFUSE_CONST
+const int limits[4] = {10, 20, 30, 41};
+#else
+const int limits[4] = {10, 20, 30, 40};
+#endif
+__attribute__((noinline)) int limit(int i) { return limits[i & 3]; }
+
+#ifdef REFUSE_CTOR
+__attribute__((constructor)) static void start_early(void) { counter = 1; }
+#endif
