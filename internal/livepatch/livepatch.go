@@ -142,6 +142,8 @@ type session struct {
 	// wroteSites is set before the first site is rewritten: from then on a
 	// prepared region may be jumped to and must never be discarded.
 	wroteSites bool
+	// stackBuf is reused by every scan of the stacks of one operation.
+	stackBuf []byte
 }
 
 func (o Options) withDefaults() Options {
@@ -562,17 +564,22 @@ func (s *session) switchOver(plans []*modPlan, res *Result) error {
 	if err != nil {
 		return err
 	}
+	var spans []span
+	var checked []*sitePlan
 	for _, p := range plans {
 		for _, sp := range p.sites {
-			now := make([]byte, len(sp.cur))
-			if err := s.mem.ReadAt(now, sp.addr); err != nil {
-				s.resume()
-				return fmt.Errorf("re-read function %s at %#x: %w", sp.f.Name, sp.addr, err)
-			}
-			if !bytes.Equal(now, sp.cur) {
-				s.resume()
-				return newErr(ErrOldBytes, "function %s at %#x changed while the patch was being prepared: something else is rewriting it; nothing was switched", sp.f.Name, sp.addr)
-			}
+			spans = append(spans, span{addr: sp.addr, b: make([]byte, len(sp.cur))})
+			checked = append(checked, sp)
+		}
+	}
+	if err := readSpans(s.pid, s.mem, spans); err != nil {
+		s.resume()
+		return fmt.Errorf("re-read the functions to patch: %w", err)
+	}
+	for i, sp := range checked {
+		if !bytes.Equal(spans[i].b, sp.cur) {
+			s.resume()
+			return newErr(ErrOldBytes, "function %s at %#x changed while the patch was being prepared: something else is rewriting it; nothing was switched", sp.f.Name, sp.addr)
 		}
 	}
 	for _, p := range plans {

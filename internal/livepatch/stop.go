@@ -15,9 +15,6 @@ const (
 	// maxStackScan bounds the stack words read per thread: 8 MiB is the
 	// default thread stack size, so a larger span is not a stack in use.
 	maxStackScan = 8 << 20
-	// stackChunk is how much stack is read per /proc/PID/mem read, large
-	// enough that a typical stack takes one read while the world is stopped.
-	stackChunk = 256 << 10
 	// firstBackoff and maxBackoff bound the wait between attempts to find
 	// every function idle: short at first (most busy spells are brief), never
 	// so long that a deadline is overshot by much.
@@ -64,8 +61,9 @@ type scanResult struct {
 // scan checks every stopped thread's PC and stack words against the ranges
 // that must be idle and the regions whose use we want to know. The stack
 // scan is conservative: any word that looks like an address in a range counts,
-// even a stale one.
-func scan(mem *proc.Mem, maps []proc.Mapping, threads []proc.Thread, block []busyRange, watch []*region) (scanResult, error) {
+// even a stale one. It fails with errStaleMaps when a thread's stack is not
+// in maps, so the caller can read the maps again.
+func (s *session) scan(maps []proc.Mapping, threads []proc.Thread, block []busyRange, watch []*region) (scanResult, error) {
 	res := scanResult{used: make([]bool, len(watch))}
 	lo, hi := ^uint64(0), uint64(0)
 	for _, b := range block {
@@ -89,27 +87,45 @@ func scan(mem *proc.Mem, maps []proc.Mapping, threads []proc.Thread, block []bus
 			}
 		}
 	}
-	buf := make([]byte, stackChunk)
-	for _, th := range threads {
-		check(th.Tid, th.PC, true)
+	spans := make([]span, len(threads))
+	total := uint64(0)
+	for i, th := range threads {
 		start, end, ok := stackSpan(maps, th.SP)
 		if !ok {
-			continue // no mapping holds SP: nothing can be returned into from it
+			return res, errStaleMaps
 		}
-		for addr := start; addr < end; {
-			n := min(end-addr, stackChunk)
-			chunk := buf[:n]
-			if err := mem.ReadAt(chunk, addr); err != nil {
-				return res, fmt.Errorf("read the stack of thread %d at %#x: %w", th.Tid, addr, err)
+		spans[i].addr = start
+		total += end - start
+	}
+	if uint64(cap(s.stackBuf)) < total {
+		s.stackBuf = make([]byte, total)
+	}
+	buf := s.stackBuf[:total]
+	for i, th := range threads {
+		start, end, _ := stackSpan(maps, th.SP)
+		spans[i].b, buf = buf[:end-start], buf[end-start:]
+	}
+	if err := readSpans(s.pid, s.mem, spans); err != nil {
+		return res, fmt.Errorf("%w: %w", errStaleMaps, err)
+	}
+	width := hi - lo
+	for i, th := range threads {
+		check(th.Tid, th.PC, true)
+		b := spans[i].b
+		for j := 0; j+8 <= len(b); j += 8 {
+			// Nearly every word is outside all ranges: reject it with one
+			// comparison, since this loop runs with the world stopped.
+			if v := binary.LittleEndian.Uint64(b[j:]); v-lo < width {
+				check(th.Tid, v, false)
 			}
-			for i := 0; i+8 <= len(chunk); i += 8 {
-				check(th.Tid, binary.LittleEndian.Uint64(chunk[i:]), false)
-			}
-			addr += n
 		}
 	}
 	return res, nil
 }
+
+// errStaleMaps means the memory map read before the stop does not describe
+// every thread's stack any more.
+var errStaleMaps = errors.New("memory map changed")
 
 // stackSpan is the part of the mapping holding sp that lies at or above sp,
 // bounded by maxStackScan.
@@ -133,20 +149,30 @@ func (s *session) stopIdle(block []busyRange, watch []*region) ([]bool, error) {
 	deadline := start.Add(s.opts.Deadline)
 	backoff := firstBackoff
 	for {
+		// The maps are read before the stop to keep it short; if a thread's
+		// stack is not in them (a thread started meanwhile), they are read
+		// again with the world stopped.
+		maps, err := proc.ReadMaps(s.pid)
+		if err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
 		if err := s.t.StopAll(s.ctx); err != nil {
 			s.resume()
 			return nil, fmt.Errorf("stop the threads: %w", err)
 		}
-		maps, err := proc.ReadMaps(s.pid)
+		t1 := time.Now()
+		res, err := s.scan(maps, s.t.Stopped(), block, watch)
+		if errors.Is(err, errStaleMaps) {
+			if maps, err = proc.ReadMaps(s.pid); err == nil {
+				res, err = s.scan(maps, s.t.Stopped(), block, watch)
+			}
+		}
 		if err != nil {
 			s.resume()
-			return nil, err
+			return nil, fmt.Errorf("scan the threads' stacks: %w", err)
 		}
-		res, err := scan(s.mem, maps, s.t.Stopped(), block, watch)
-		if err != nil {
-			s.resume()
-			return nil, err
-		}
+		s.log.Debug("world stopped and scanned", "pid", s.pid, "threads", len(s.t.Stopped()), "stop", t1.Sub(t0), "scan", time.Since(t1), "stackbytes", len(s.stackBuf))
 		if res.busy == nil {
 			return res.used, nil
 		}
