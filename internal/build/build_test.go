@@ -409,11 +409,22 @@ func TestRefusesBadInputs(t *testing.T) {
 	if out, err := exec.Command("strip", "-o", stripped, fx.target).CombinedOutput(); err != nil {
 		t.Fatalf("strip: %v\n%s", err, out)
 	}
+	// The same object, relabelled as arm64 code (e_machine at offset 18).
+	data, err := os.ReadFile(fixed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint16(data[18:], uint16(elf.EM_AARCH64))
+	arm := filepath.Join(fx.dir, "arm64.o")
+	if err := os.WriteFile(arm, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name                  string
 		target, orig, patched string
 		want                  string
 	}{
+		{"other machine", fx.target, orig, arm, "is for EM_AARCH64; the builder handles x86-64 objects only"},
 		{"stripped target", stripped, orig, fixed, "is stripped (no .symtab)"},
 		{"executable as orig", fx.target, fx.target, fixed, "not a relocatable object"},
 		{"not ELF", fx.target, abs(t, "lib.c"), fixed, "malformed ELF"},
