@@ -37,9 +37,9 @@ type procResult struct {
 	Functions int      `json:"functions"`
 	PauseUS   int64    `json:"pause_us"`
 	OK        bool     `json:"ok"`
-	Error     string   `json:"error,omitempty"`
-	Replaced  string   `json:"replaced,omitempty"`
-	Recovered []string `json:"recovered,omitempty"`
+	Error     string   `json:"error"`
+	Replaced  string   `json:"replaced"`
+	Recovered []string `json:"recovered"`
 	Already   bool     `json:"already_applied,omitempty"`
 	Quiescent []string `json:"quiescent,omitempty"`
 }
@@ -116,7 +116,7 @@ func toResult(res livepatch.Result, err error) procResult {
 	r := procResult{
 		Pid: res.Pid, Comm: comm(res.Pid), PatchID: res.PatchID, Level: res.Level,
 		Functions: res.Functions, PauseUS: res.Pause.Microseconds(), OK: err == nil,
-		Replaced: res.Replaced, Recovered: res.Recovered, Already: res.AlreadyApplied,
+		Replaced: res.Replaced, Recovered: append([]string{}, res.Recovered...), Already: res.AlreadyApplied,
 		Quiescent: res.Quiescent,
 	}
 	if err != nil {
