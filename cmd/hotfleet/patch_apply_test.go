@@ -60,7 +60,10 @@ func writeBundle(t *testing.T, b *bundle.Bundle) string {
 
 func TestPatchApplyStatusRevert(t *testing.T) {
 	bin := uniqueTarget(t)
-	a, b := lptest.Start(t, bin), lptest.Start(t, bin)
+	// Not children of this process: with --all, hotfleet patches them
+	// concurrently, and proc's tracers must not see each other's tracees as
+	// their children.
+	a, b := lptest.StartGrandchild(t, bin), lptest.StartGrandchild(t, bin)
 	want := a.Call("answer")
 	fix := writeBundle(t, lptest.MakeBundle(t, bin, "hf-cli", 1, lptest.Fn{Old: "answer", Code: lptest.Ret(42)}))
 

@@ -45,7 +45,24 @@ type Target struct {
 
 func Start(t testing.TB, bin string, args ...string) *Target {
 	t.Helper()
+	return start(t, false, bin, args...)
+}
+
+// StartGrandchild starts the program through a shell so that it is not a
+// child of the test process, as real targets are not children of hotfleet.
+func StartGrandchild(t testing.TB, bin string, args ...string) *Target {
+	t.Helper()
+	return start(t, true, bin, args...)
+}
+
+func start(t testing.TB, grandchild bool, bin string, args ...string) *Target {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
+	if grandchild {
+		// The shell prints the program's pid first, then waits for it. A
+		// background job's stdin would be /dev/null: hand it over as fd 3.
+		cmd = exec.Command("/bin/sh", append([]string{"-c", `exec 3<&0; "$0" "$@" <&3 3<&- & echo $!; exec 3<&-; wait`, bin}, args...)...)
+	}
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -66,16 +83,18 @@ func Start(t testing.TB, bin string, args ...string) *Target {
 		}
 		close(p.lines)
 	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	for {
+	t.Cleanup(p.Kill)
+	// The shell's pid line and the program's "ready" may come in any order.
+	ready, havePid := false, !grandchild
+	for !ready || !havePid {
 		l := p.read()
-		if l == "ready" {
-			return p
+		if pid, err := strconv.Atoi(l); err == nil && !havePid {
+			p.Pid, havePid = pid, true
+		} else if l == "ready" {
+			ready = true
 		}
 	}
+	return p
 }
 
 func (p *Target) read() string {
@@ -257,6 +276,9 @@ func KernelNamesMappings(t testing.TB) bool {
 
 // Kill ends the target now and waits until it is gone.
 func (p *Target) Kill() {
+	if p.Pid != p.cmd.Process.Pid {
+		_ = syscall.Kill(p.Pid, syscall.SIGKILL)
+	}
 	_ = p.cmd.Process.Kill()
 	_ = p.cmd.Wait()
 }
