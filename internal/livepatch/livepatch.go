@@ -241,7 +241,7 @@ func Apply(ctx context.Context, pid int, b *bundle.Bundle, opts Options) (Result
 	}
 	s.opts.failpoint("prepared")
 	if err := s.switchOver(plans, &res); err != nil {
-		if !s.wroteSites {
+		if !s.wroteSites && !errors.Is(err, proc.ErrExited) {
 			s.discard(plans)
 		}
 		return res, wrap(err)
@@ -365,7 +365,9 @@ func (s *session) checkSites(p *modPlan) error {
 func (s *session) prepare(b *bundle.Bundle, plans []*modPlan) error {
 	for _, p := range plans {
 		if err := s.prepareOne(b, p); err != nil {
-			s.discard(plans)
+			if !errors.Is(err, proc.ErrExited) {
+				s.discard(plans)
+			}
 			return err
 		}
 	}

@@ -194,3 +194,38 @@ func TestQuiescentFailsInTimeOnFunctionThatNeverReturns(t *testing.T) {
 		t.Errorf("a failed apply left regions: %+v", st)
 	}
 }
+
+// TestReplacedRegionStaysWhileInUse replaces a level while a thread is still
+// running inside its code: the old region must stay mapped (superseded)
+// because unmapping it would crash that thread.
+func TestReplacedRegionStaysWhileInUse(t *testing.T) {
+	bin := lptest.BuildTarget(t, "testdata/target.c", "target")
+	p := lptest.Start(t, bin, "busy")
+	ctx := context.Background()
+	// Level 1 makes busy() spin forever: the busy thread's next call stays in it.
+	spin := []byte{0xeb, 0xfe}
+	l1 := lptest.MakeBundle(t, bin, "hf-spin", 1, lptest.Fn{Old: "busy", Code: spin})
+	if _, err := livepatch.Apply(ctx, p.Pid, l1, livepatch.Options{}); err != nil {
+		t.Fatalf("apply level 1: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond) // the busy thread enters the level 1 code
+	l2 := lptest.MakeBundle(t, bin, "hf-spin", 2, lptest.Fn{Old: "busy", Code: lptest.Ret(33)})
+	if _, err := livepatch.Apply(ctx, p.Pid, l2, livepatch.Options{}); err != nil {
+		t.Fatalf("apply level 2: %v", err)
+	}
+	p.Expect("busy", "33")
+	if _, err := livepatch.Recover(ctx, p.Pid, livepatch.Options{}); err != nil {
+		t.Fatalf("recover: %v", err)
+	}
+	st := status(t, p.Pid)
+	states := map[uint32]string{}
+	for _, a := range st {
+		states[a.Level] = a.State
+		if !a.Consistent {
+			t.Errorf("region %+v is not consistent", a)
+		}
+	}
+	if len(st) != 2 || states[1] != "superseded" || states[2] != "applied" {
+		t.Fatalf("status = %+v; want level 1 kept superseded (a thread runs in it) and level 2 applied", st)
+	}
+}
