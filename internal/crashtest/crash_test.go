@@ -31,8 +31,9 @@ const (
 	// plus room for a loaded machine.
 	cmdTimeout = 60 * time.Second
 	// timingRuns is how many uninterrupted apply/revert pairs measure how long
-	// an operation takes, which bounds the random kill delays.
-	timingRuns = 3
+	// an operation takes; the fastest bounds the random kill delays, so that
+	// most random kills land inside the operation rather than after it.
+	timingRuns = 5
 )
 
 var seedFlag = flag.Uint64("seed", 0, "random seed for the kill delays (0: from the clock)")
@@ -66,6 +67,12 @@ func (r run) String() string {
 		s += fmt.Sprintf(" (SIGKILL after %v)", r.killAfter)
 	}
 	return s
+}
+
+// output is what the run printed, for messages: errors go to stderr,
+// per-process results to stdout.
+func (r run) output() string {
+	return strings.TrimSpace(strings.TrimSpace(r.stderr) + "\n" + r.stdout)
 }
 
 func (r run) outcome() string {
@@ -171,7 +178,7 @@ func status(ctx context.Context, pid int) (string, region, error) {
 		return "", region{}, err
 	}
 	if r.exitCode != 0 {
-		return "", region{}, fmt.Errorf("%v exited with %d: %s", r, r.exitCode, r.stderr)
+		return "", region{}, fmt.Errorf("%v exited with %d: %s", r, r.exitCode, r.output())
 	}
 	regions, err := parseStatus([]byte(r.stdout))
 	if err != nil {
@@ -254,9 +261,9 @@ func (c counts) String() string {
 	return b.String()
 }
 
-// maxFailures stops the test after this many failed trials: by then the
-// pattern is clear and more would only bury it.
-const maxFailures = 25
+// maxReported is how many failed trials are printed in full; later ones get
+// one line, so a systematic failure shows its pattern without burying it.
+const maxReported = 12
 
 const (
 	opApply  = 0
@@ -325,7 +332,7 @@ func (c *crashRun) newTarget(measure bool) {
 	}
 	// Uninterrupted runs bound the random kill delays, and show the
 	// operations work at all before anything is killed.
-	c.duration = [2]time.Duration{}
+	c.duration = [2]time.Duration{time.Hour, time.Hour}
 	for i := 0; i < timingRuns; i++ {
 		for op := opApply; op <= opRevert; op++ {
 			r, err := hotfleet(c.ctx, "", -1, c.opArgs(op)...)
@@ -333,15 +340,15 @@ func (c *crashRun) newTarget(measure bool) {
 				t.Fatal(err)
 			}
 			if r.exitCode != 0 {
-				t.Fatalf("uninterrupted %v failed with exit status %d: %s", r, r.exitCode, r.stderr)
+				t.Fatalf("uninterrupted %v failed with exit status %d: %s", r, r.exitCode, r.output())
 			}
-			c.duration[op] = max(c.duration[op], r.took)
+			c.duration[op] = min(c.duration[op], r.took)
 			if err := c.checkCode([2]codeState{allNew, allOld}[op]); err != nil {
 				t.Fatalf("after uninterrupted %v: %v", r, err)
 			}
 		}
 	}
-	t.Logf("%s target (pid %d): uninterrupted apply takes up to %v, revert %v", c.variant, c.tg.pid, c.duration[opApply], c.duration[opRevert])
+	t.Logf("%s target (pid %d): uninterrupted apply takes at least %v, revert %v", c.variant, c.tg.pid, c.duration[opApply], c.duration[opRevert])
 }
 
 // trial kills one apply or revert, checks what it left, and runs the next
@@ -369,18 +376,18 @@ func (c *crashRun) trial(n int) (key string, err error) {
 		return key, err
 	}
 	if r.outcome() == "failed" {
-		return key, fmt.Errorf("%v failed with exit status %d instead of being killed or completing: %s", r, r.exitCode, r.stderr)
+		return key, fmt.Errorf("%v failed with exit status %d instead of being killed or completing: %s", r, r.exitCode, r.output())
 	}
 
 	// Right after the kill: the target lives, runs one side consistently,
 	// and status describes the state.
-	state, reg, err := status(c.ctx, c.tg.pid)
+	got, err := c.tg.check()
 	if err != nil {
 		return key, fmt.Errorf("after %v (%s): %w", r, r.outcome(), err)
 	}
-	got, err := c.tg.check()
+	state, reg, err := status(c.ctx, c.tg.pid)
 	if err != nil {
-		return key, fmt.Errorf("after %v (%s, status then said %q): %w", r, r.outcome(), state, err)
+		return key, fmt.Errorf("after %v (%s): %w", r, r.outcome(), err)
 	}
 	if want, ok := expectCode(state); ok && got != want {
 		return key, fmt.Errorf("after %v (%s): status says %q (%+v) but the target runs %v code", r, r.outcome(), state, reg, got)
@@ -418,8 +425,8 @@ func (c *crashRun) trial(n int) (key string, err error) {
 		return key, fmt.Errorf("after %v then %v: %w", r, nr, err)
 	}
 	if after != "none" && !knownFinal(after) {
-		return key, fmt.Errorf("after %v then %v (exit %d, stderr %q), status still says %q (%+v): the interrupted operation was neither finished nor undone",
-			r, nr, nr.exitCode, nr.stderr, after, reg)
+		return key, fmt.Errorf("after %v then %v (exit %d: %s), status still says %q (%+v): the interrupted operation was neither finished nor undone",
+			r, nr, nr.exitCode, nr.output(), after, reg)
 	}
 	if !reg.Consistent && after != "none" {
 		return key, fmt.Errorf("after %v then %v, status says %q but inconsistent: %s", r, nr, after, reg.Problem)
@@ -434,11 +441,11 @@ func (c *crashRun) trial(n int) (key string, err error) {
 		if want != allOld {
 			return key, fmt.Errorf("%v (after %v) succeeded but status then says %q", nr, r, after)
 		}
-	case nr.exitCode != 0 && strings.HasPrefix(nextName, "revert") && want == allOld && strings.Contains(nr.stderr, "not applied"):
+	case nr.exitCode != 0 && strings.HasPrefix(nextName, "revert") && want == allOld && strings.Contains(nr.output(), "not applied"):
 		// Reverting what the kill left unapplied: an error that says so,
 		// with the process unchanged, is what a user should get.
 	case nr.exitCode != 0:
-		return key, fmt.Errorf("after %v, %v failed with exit status %d: %s", r, nr, nr.exitCode, nr.stderr)
+		return key, fmt.Errorf("after %v (%s, status %q), %v failed with exit status %d: %s", r, r.outcome(), state, nr, nr.exitCode, nr.output())
 	}
 	if err := c.checkCode(want); err != nil {
 		return key, fmt.Errorf("after %v then %v (status %q): %w", r, nr, after, err)
@@ -469,7 +476,7 @@ func TestCrashConsistency(t *testing.T) {
 	}
 	begin := time.Now()
 	failed := 0
-	for n := 0; n < numTrials && failed < maxFailures; n++ {
+	for n := 0; n < numTrials; n++ {
 		if n%trialsPerTarget == 0 {
 			if c.tg != nil {
 				if err := c.tg.finish(); err != nil {
@@ -485,7 +492,11 @@ func TestCrashConsistency(t *testing.T) {
 		if err != nil {
 			failed++
 			c.failures[key]++
-			t.Errorf("trial %d (%s target): %v", n, c.variant, err)
+			if failed <= maxReported {
+				t.Errorf("trial %d (%s target): %v", n, c.variant, err)
+			} else {
+				t.Errorf("trial %d (%s target): %s", n, c.variant, oneLine(err.Error(), 400))
+			}
 			// Go on with a fresh process so one failure does not hide the
 			// pattern of the others.
 			c.newTarget(false)
@@ -500,6 +511,15 @@ func TestCrashConsistency(t *testing.T) {
 	if failed > 0 {
 		t.Logf("failed trials by what was killed where:\n%v", c.failures)
 	}
+}
+
+// oneLine puts a message on one line of at most n bytes.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		s = s[:n] + "..."
+	}
+	return s
 }
 
 // knownFinal reports whether a status state is the end of an operation.
