@@ -20,6 +20,7 @@ func TestStatusAfterPatcherKilled(t *testing.T) {
 
 	cases := []struct {
 		op, failpoint string
+		oneByOne      bool   // sites written one write each, not all at once
 		state         string // what status must say after the kill
 		consistent    bool
 		problem       string
@@ -33,22 +34,34 @@ func TestStatusAfterPatcherKilled(t *testing.T) {
 			answer: "1", second: "2", recovered: "interrupted before switching; removed", answerAfter: "1"},
 		{op: "apply", failpoint: "switching", state: "switching", problem: "0 of 2 sites written",
 			answer: "1", second: "2", recovered: "finished it (2 of 2 sites written now)", after: "applied", answerAfter: "42"},
-		{op: "apply", failpoint: "site:1", state: "switching", problem: "interrupted while switching: 1 of 2 sites written",
+		{op: "apply", failpoint: "site:1", oneByOne: true, state: "switching", problem: "interrupted while switching: 1 of 2 sites written",
 			answer: "42", second: "2", recovered: "finished it (1 of 2 sites written now)", after: "applied", answerAfter: "42"},
+		// Sites close together are written at once: a kill never leaves the
+		// target running half of them.
+		{op: "apply", failpoint: "site:1", state: "switching", problem: "interrupted while switching: 2 of 2 sites written",
+			answer: "42", second: "43", recovered: "finished it (0 of 2 sites written now)", after: "applied", answerAfter: "42"},
 		{op: "apply", failpoint: "applied", state: "applied", consistent: true,
 			answer: "42", second: "43", after: "applied", answerAfter: "42"},
-		{op: "revert", failpoint: "site:1", state: "reverting", problem: "interrupted while reverting: 1 of 2 sites still jump",
+		{op: "revert", failpoint: "site:1", oneByOne: true, state: "reverting", problem: "interrupted while reverting: 1 of 2 sites still jump",
 			answer: "1", second: "43", recovered: "a revert was interrupted; finished it (1 of 2 sites restored now)", answerAfter: "1"},
+		{op: "revert", failpoint: "site:1", state: "reverting", problem: "interrupted while reverting: 0 of 2 sites still jump",
+			answer: "1", second: "2", recovered: "a revert was interrupted; finished it (0 of 2 sites restored now)", answerAfter: "1"},
 	}
 	for _, c := range cases {
-		t.Run(c.op+"@"+c.failpoint, func(t *testing.T) {
+		name := c.op + "@" + c.failpoint
+		env := []string{livepatch.FailpointEnv + "=" + c.failpoint}
+		if c.oneByOne {
+			name += "/one-by-one"
+			env = append(env, "LPTEST_ATOMIC_SPAN=0")
+		}
+		t.Run(name, func(t *testing.T) {
 			p := lptest.Start(t, bin)
 			if c.op == "revert" {
 				if _, err := livepatch.Apply(ctx, p.Pid, b, livepatch.Options{}); err != nil {
 					t.Fatal(err)
 				}
 			}
-			out, err := runHelper(t, exe, c.op, p.Pid, b, nil, livepatch.FailpointEnv+"="+c.failpoint)
+			out, err := runHelper(t, exe, c.op, p.Pid, b, nil, env...)
 			if err == nil || !strings.Contains(err.Error(), "killed") {
 				t.Fatalf("hotfleet %s with failpoint %s was not killed: %v\n%s", c.op, c.failpoint, err, out)
 			}
@@ -90,7 +103,7 @@ func TestApplyFinishesInterruptedRun(t *testing.T) {
 	bin := lptest.BuildTarget(t, "testdata/target.c", "target")
 	p := lptest.Start(t, bin)
 	b := lptest.MakeBundle(t, bin, "hf-again", 1, lptest.Fn{Old: "answer", Code: lptest.Ret(42)}, lptest.Fn{Old: "second", Code: lptest.Ret(43)})
-	out, err := runHelper(t, selfCopy(t), "apply", p.Pid, b, nil, livepatch.FailpointEnv+"=site:1")
+	out, err := runHelper(t, selfCopy(t), "apply", p.Pid, b, nil, livepatch.FailpointEnv+"=site:1", "LPTEST_ATOMIC_SPAN=0")
 	if err == nil {
 		t.Fatalf("hotfleet was not killed:\n%s", out)
 	}

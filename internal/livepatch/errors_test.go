@@ -30,6 +30,10 @@ func TestMain(m *testing.M) {
 // helperMain applies or reverts a bundle in LPTEST_PID and prints the outcome.
 func helperMain(op string) int {
 	pid, _ := strconv.Atoi(os.Getenv("LPTEST_PID"))
+	if v := os.Getenv("LPTEST_ATOMIC_SPAN"); v != "" {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		livepatch.SetAtomicSpan(n)
+	}
 	var err error
 	switch op {
 	case "apply":

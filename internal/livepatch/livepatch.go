@@ -591,19 +591,26 @@ func (s *session) switchOver(plans []*modPlan, res *Result) error {
 		}
 	}
 	s.opts.failpoint("switching")
-	s.wroteSites = true
+	var writes []siteWrite
 	for _, p := range plans {
 		for _, sp := range p.sites {
-			if err := s.mem.WriteAt(sp.rec.Jump, sp.rec.jumpAt()); err != nil {
-				s.resume()
-				return fmt.Errorf("write the jump of %s at %#x (the region stays in state switching; the next run finishes it): %w", sp.f.Name, sp.rec.jumpAt(), err)
-			}
-			res.Functions++
-			s.opts.failpoint("site")
+			writes = append(writes, siteWrite{addr: sp.rec.jumpAt(), b: sp.rec.Jump, name: sp.f.Name})
 		}
+		restores, err := s.oldOnlyRestores(p.old, p.hdr.Sites)
+		if err != nil {
+			s.resume()
+			return err
+		}
+		writes = append(writes, restores...)
+	}
+	s.wroteSites = true
+	if _, err := s.writeSites(writes); err != nil {
+		s.resume()
+		return fmt.Errorf("%w (the region stays in state switching; the next run finishes it)", err)
 	}
 	for _, p := range plans {
-		if err := s.finishSwitch(p.addr, p.old, p.hdr.Sites); err != nil {
+		res.Functions += len(p.sites)
+		if err := s.finishSwitch(p.addr, p.old); err != nil {
 			s.resume()
 			return err
 		}
@@ -629,26 +636,34 @@ func (p *modPlan) plannedSite(addr uint64) *sitePlan {
 	return nil
 }
 
-// finishSwitch completes a switch with the world stopped: the replaced
-// level's sites that the new level does not patch get their original bytes
-// back, the replaced region is marked superseded and the new one applied.
-func (s *session) finishSwitch(addr uint64, old *region, sites []siteRec) error {
-	if old != nil {
-		for i := range old.Sites {
-			o := &old.Sites[i]
-			if hasSite(sites, o.Site) {
-				continue
-			}
-			cur := make([]byte, len(o.Jump))
-			if err := s.mem.ReadAt(cur, o.jumpAt()); err != nil {
-				return fmt.Errorf("read site of %s at %#x: %w", o.Name, o.jumpAt(), err)
-			}
-			if bytes.Equal(cur, o.Jump) {
-				if err := s.mem.WriteAt(o.Saved, o.jumpAt()); err != nil {
-					return fmt.Errorf("restore %s at %#x: %w", o.Name, o.jumpAt(), err)
-				}
-			}
+// oldOnlyRestores returns the writes that give the sites the replaced level
+// patched, and the new level does not, their original bytes back. It reads
+// the sites, so call it with the world stopped.
+func (s *session) oldOnlyRestores(old *region, sites []siteRec) ([]siteWrite, error) {
+	if old == nil {
+		return nil, nil
+	}
+	var out []siteWrite
+	for i := range old.Sites {
+		o := &old.Sites[i]
+		if hasSite(sites, o.Site) {
+			continue
 		}
+		cur := make([]byte, len(o.Jump))
+		if err := s.mem.ReadAt(cur, o.jumpAt()); err != nil {
+			return nil, fmt.Errorf("read site of %s at %#x: %w", o.Name, o.jumpAt(), err)
+		}
+		if bytes.Equal(cur, o.Jump) {
+			out = append(out, siteWrite{addr: o.jumpAt(), b: o.Saved, name: o.Name})
+		}
+	}
+	return out, nil
+}
+
+// finishSwitch records a completed switch with the world stopped: the
+// replaced region is marked superseded and the new one applied.
+func (s *session) finishSwitch(addr uint64, old *region) error {
+	if old != nil {
 		if err := s.write64(old.Addr+offReplacedBy, addr); err != nil {
 			return err
 		}

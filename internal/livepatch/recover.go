@@ -108,7 +108,7 @@ func (s *session) rollForwardSwitch(r, old *region) (int, error) {
 	if _, err := s.stopIdle(block, nil); err != nil {
 		return 0, err
 	}
-	n := 0
+	var writes []siteWrite
 	for i := range r.Sites {
 		rec := &r.Sites[i]
 		size := len(rec.Jump)
@@ -121,7 +121,7 @@ func (s *session) rollForwardSwitch(r, old *region) (int, error) {
 		cur := make([]byte, size)
 		if err := s.mem.ReadAt(cur, rec.jumpAt()); err != nil {
 			s.resume()
-			return n, fmt.Errorf("read site of %s at %#x: %w", rec.Name, rec.jumpAt(), err)
+			return 0, fmt.Errorf("read site of %s at %#x: %w", rec.Name, rec.jumpAt(), err)
 		}
 		switch {
 		case bytes.HasPrefix(cur, rec.Jump):
@@ -130,16 +130,22 @@ func (s *session) rollForwardSwitch(r, old *region) (int, error) {
 			o != nil && o.JumpOff == rec.JumpOff && bytes.HasPrefix(cur, o.Jump):
 		default:
 			s.resume()
-			return n, fmt.Errorf("function %s at %#x holds neither its original bytes nor a hotfleet jump: something else rewrote it; the region stays in state switching", rec.Name, rec.Site)
+			return 0, fmt.Errorf("function %s at %#x holds neither its original bytes nor a hotfleet jump: something else rewrote it; the region stays in state switching", rec.Name, rec.Site)
 		}
-		if err := s.mem.WriteAt(rec.Jump, rec.jumpAt()); err != nil {
-			s.resume()
-			return n, fmt.Errorf("write the jump of %s at %#x: %w", rec.Name, rec.jumpAt(), err)
-		}
-		n++
-		s.opts.failpoint("site")
+		writes = append(writes, siteWrite{addr: rec.jumpAt(), b: rec.Jump, name: rec.Name})
 	}
-	if err := s.finishSwitch(r.Addr, old, r.Sites); err != nil {
+	restores, err := s.oldOnlyRestores(old, r.Sites)
+	if err != nil {
+		s.resume()
+		return 0, err
+	}
+	n, err := s.writeSites(append(writes, restores...))
+	n = min(n, len(writes))
+	if err != nil {
+		s.resume()
+		return n, err
+	}
+	if err := s.finishSwitch(r.Addr, old); err != nil {
 		s.resume()
 		return n, err
 	}
@@ -208,18 +214,17 @@ func (s *session) restoreWatch(r *region, strict bool) (int, bool, error) {
 		return fail(err)
 	}
 	s.opts.failpoint("reverting")
-	n := 0
+	var writes []siteWrite
 	for i := range r.Sites {
 		rec := &r.Sites[i]
-		if !bytes.Equal(cur[i], rec.Jump) {
-			continue
+		if bytes.Equal(cur[i], rec.Jump) {
+			writes = append(writes, siteWrite{addr: rec.jumpAt(), b: rec.Saved, name: rec.Name})
 		}
-		if err := s.mem.WriteAt(rec.Saved, rec.jumpAt()); err != nil {
-			s.resume()
-			return n, false, fmt.Errorf("restore %s at %#x (the region stays in state reverting; the next run finishes it): %w", rec.Name, rec.jumpAt(), err)
-		}
-		n++
-		s.opts.failpoint("site")
+	}
+	n, err := s.writeSites(writes)
+	if err != nil {
+		s.resume()
+		return n, false, fmt.Errorf("restore the original code (the region stays in state reverting; the next run finishes it): %w", err)
 	}
 	if err := s.setState(r.Addr, stateReverted); err != nil {
 		s.resume()
