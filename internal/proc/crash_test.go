@@ -41,6 +41,17 @@ func runHelper(spec string) int {
 		}
 		fmt.Println(errText(err))
 		return 0
+	case "hold": // a second tracer, as a debugger would be
+		tr, err := Attach(ctx, pid)
+		if err == nil {
+			_, err = tr.StopOne(ctx)
+		}
+		if err != nil {
+			fmt.Println(err)
+			return 3
+		}
+		fmt.Println("held")
+		select {}
 	case "crash":
 		tid, _ := strconv.Atoi(f[2])
 		point := f[3]

@@ -87,7 +87,7 @@ var (
 type ExitedError struct{ Pid int }
 
 func (e ExitedError) Error() string {
-	return fmt.Sprintf("pid %d exited; nothing was changed in it after it was gone", e.Pid)
+	return fmt.Sprintf("pid %d exited", e.Pid)
 }
 
 // Is lets errors.Is(err, ErrExited) match.

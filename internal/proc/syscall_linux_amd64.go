@@ -94,7 +94,7 @@ func (t *Tracer) Syscall(ctx context.Context, nr int, args ...uint64) (uint64, e
 	err := t.do(ctx, func() error {
 		var err error
 		ret, err = t.syscall(ctx, nr, args)
-		return err
+		return t.exitedOr(err)
 	})
 	return ret, err
 }

@@ -56,6 +56,7 @@ type Tracer struct {
 	firstStop time.Time       // first PTRACE_INTERRUPT of this stop
 	gadgets   *gadgets        // syscall gadgets, found once per process
 	preferTid int             // thread remote syscalls should use first; 0: the leader
+	osTid     int             // the OS thread that is the tracer of every seized thread
 	closed    bool
 }
 
@@ -108,6 +109,7 @@ func (t *Tracer) SetLogger(l *slog.Logger) {
 // attached, so even a bug here cannot leave a thread stopped for good.
 func (t *Tracer) loop() {
 	runtime.LockOSThread()
+	t.osTid = unix.Gettid()
 	defer close(t.done)
 	for !t.closed {
 		fn := <-t.reqs
@@ -150,7 +152,8 @@ func (t *Tracer) StopAll(ctx context.Context) error {
 	return t.do(ctx, func() error {
 		if err := t.stopAll(ctx); err != nil {
 			t.releaseAll()
-			return err
+			t.sweep()
+			return t.exitedOr(err)
 		}
 		return nil
 	})
@@ -233,7 +236,16 @@ func (t *Tracer) StopOne(ctx context.Context) (int, error) {
 		}
 		return fmt.Errorf("stop a thread of pid %d: every thread exited or is a zombie; retry", t.pid)
 	})
-	return tid, err
+	return tid, t.exitedOr(err)
+}
+
+// exitedOr turns err into an ExitedError when the process is gone: whatever
+// failed on the way, that is the reason the caller needs.
+func (t *Tracer) exitedOr(err error) error {
+	if err == nil || errors.Is(err, ErrExited) || processAlive(t.pid) {
+		return err
+	}
+	return fmt.Errorf("%w (%v)", ExitedError{Pid: t.pid}, err)
 }
 
 func containsInt(s []int, v int) bool {
@@ -264,7 +276,12 @@ func (t *Tracer) seize(tid int) (bool, error) {
 			}
 			return false, nil
 		}
-		return false, permissionError(t.pid)
+		// A thread we still trace but lost track of (it failed to stop
+		// cleanly once) is adopted again rather than reported as foreign.
+		if tp, _ := strconv.Atoi(statusField(fmt.Sprintf("/proc/%d/task/%d/status", t.pid, tid), "TracerPid")); tp != 0 && tp == t.osTid {
+			break
+		}
+		return false, permissionError(t.pid, tid)
 	default:
 		return false, fmt.Errorf("seize thread %d of pid %d: %w", tid, t.pid, err)
 	}
@@ -283,18 +300,18 @@ func (t *Tracer) seize(tid int) (bool, error) {
 	return true, nil
 }
 
-// permissionError explains why the kernel refused to let us trace pid.
-func permissionError(pid int) error {
-	tracer, comm := tracerOf(pid)
+// permissionError explains why the kernel refused to let us trace tid of pid.
+func permissionError(pid, tid int) error {
+	tracer, comm := tracerOf(pid, tid)
 	if tracer != 0 {
 		return fmt.Errorf("pid %d is already traced by pid %d (%s); detach that debugger and retry: %w", pid, tracer, comm, ErrAlreadyTraced)
 	}
 	return fmt.Errorf("ptrace pid %d: permission denied; run hotfleet as root or with CAP_SYS_PTRACE: %w", pid, ErrPermission)
 }
 
-// tracerOf reads TracerPid from /proc/PID/status and the tracer's name.
-func tracerOf(pid int) (int, string) {
-	v := statusField(fmt.Sprintf("/proc/%d/status", pid), "TracerPid")
+// tracerOf reads the thread's TracerPid and the tracer's name.
+func tracerOf(pid, tid int) (int, string) {
+	v := statusField(fmt.Sprintf("/proc/%d/task/%d/status", pid, tid), "TracerPid")
 	tracer, err := strconv.Atoi(v)
 	if err != nil || tracer == 0 {
 		return 0, ""
@@ -406,10 +423,11 @@ func (t *Tracer) waitAllStopped(ctx context.Context) error {
 			polls = 0
 			continue
 		}
-		// Nothing ready: a zombie never reaches a stop; drop it.
+		// Nothing ready: a zombie never reaches a stop; drop it (the
+		// sweep in releaseAll reaps it once the kernel lets us).
 		for tid, th := range t.threads {
 			if !th.stopped {
-				if s := threadState(t.pid, tid); s == 'Z' || s == 'X' {
+				if s := threadState(t.pid, tid); s == 0 || s == 'Z' || s == 'X' {
 					t.forget(tid)
 				}
 			}
@@ -534,10 +552,31 @@ func (t *Tracer) releaseAll() (time.Duration, error) {
 	t.threads = map[int]*thread{}
 	t.order = nil
 	t.firstStop = time.Time{}
+	t.sweep()
 	if len(errs) > 0 {
 		return pause, fmt.Errorf("resume pid %d: %w", t.pid, errors.Join(errs...))
 	}
 	return pause, nil
+}
+
+// sweep reaps every exited tracee of this OS thread. An exited thread we
+// trace stays a zombie until its tracer collects it, and the process cannot
+// be reaped by its parent until then.
+func (t *Tracer) sweep() {
+	for range maxStopRounds * 16 {
+		var ws unix.WaitStatus
+		wpid, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WALL|unix.WNOTHREAD, nil)
+		if wpid <= 0 || err != nil {
+			return
+		}
+		if th := t.threads[wpid]; th != nil {
+			if ws.Exited() || ws.Signaled() {
+				t.forget(wpid)
+			} else if ws.Stopped() && !th.stopped {
+				t.note(wpid, ws) // cannot happen after releaseAll; kept consistent anyway
+			}
+		}
+	}
 }
 
 // detach restores th's registers if they were changed and detaches it.
