@@ -197,3 +197,5 @@ func tracedThreads(pid int) []int {
 func errorsIsErrno(err error, e unix.Errno) bool { return errors.Is(err, e) }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+func pidSelf() int { return os.Getpid() }
