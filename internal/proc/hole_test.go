@@ -92,9 +92,9 @@ func TestFindHole(t *testing.T) {
 		want: 0x401000 + 32*mib,
 	}, {
 		name: "below mmap_min_addr is never used",
-		maps: []Mapping{{Start: 0x20000, End: 0x400000, Perms: "r--p"}, exe, {Start: 0x401000, End: 0x80000000, Perms: "r--p"}},
+		maps: []Mapping{{Start: 0x20000, End: 0x400000, Perms: "r--p"}, exe, {Start: 0x401000, End: 0x40000000, Perms: "r--p"}},
 		spec: HoleSpec{Near: []Range{{0x400000, 0x401000}}, Size: 128 * kib},
-		want: 0x80000000,
+		want: 0x40000000,
 	}, {
 		name: "low 32-bit only",
 		maps: []Mapping{{Start: 0x10000, End: 0x70000000, Perms: "r--p"}, {Start: 0x70002000, End: 0x90000000, Perms: "r--p"}},
