@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,4 +171,89 @@ func seize(t *testing.T, tracer string, pid int) (stop func()) {
 		t.Fatalf("tracer did not seize %d within %v", pid, answerTimeout)
 	}
 	return stop
+}
+
+// TestRefusedFunctions: hotfleet refuses, naming the function, to patch a
+// function whose bytes are not those the bundle was built against (someone
+// else changed them) or that is too small to hold a jump; the process keeps
+// running its code unchanged.
+func TestRefusedFunctions(t *testing.T) {
+	needs(t)
+	t.Run("old-bytes-differ", func(t *testing.T) {
+		// Non-PIE: the site the bundle names is the address in the process.
+		p := buildExe(t, "static.c", "driver.c", nonPIE)
+		b := p.bundle(t, "fix-scale", 1, p.fixed(t, "fixed", "return x * 3;", "return x * 4;"), []string{"scale"})
+		tg := start(t, p.bin, nil)
+		tg.expect("call 5", "scaled 15", "before")
+
+		site := siteOf(t, b, "scale")
+		code := readMem(t, tg.pid, site, 32)
+		// Another tool rewrote the "return -1" branch, which "call 5" never
+		// takes, to return -2.
+		minusOne := []byte{0x48, 0xc7, 0xc0, 0xff, 0xff, 0xff, 0xff}
+		i := bytes.Index(code, minusOne)
+		if i < 0 {
+			t.Fatalf("scale at %#x has no 'mov $-1, %%rax' in its first bytes (% x); did gcc change its code?", site, code)
+		}
+		writeMem(t, tg.pid, site+uint64(i)+3, []byte{0xfe})
+		tg.expect("call 5", "scaled 15", "after the other tool's change")
+
+		r := hotfleet(t, "patch", "apply", b, "--pid", strconv.Itoa(tg.pid))
+		r.mustFail(t, "scale")
+		tg.expect("call 5", "scaled 15", "after the refused apply")
+		requireNothingApplied(t, tg.pid)
+		if got := readMem(t, tg.pid, site, 32); got[i+3] != 0xfe || !bytes.Equal(got[:i], code[:i]) {
+			t.Errorf("the refused apply changed scale: % x, was % x", got, code)
+		}
+	})
+	t.Run("too-small", func(t *testing.T) {
+		p := buildExe(t, "tiny.c", "driver.c", pie)
+		fixed := p.fixed(t, "fixed", "void on_event(void)\n{\n}", "void on_event(void)\n{\n\tevents++;\n}")
+		tg := start(t, p.bin, nil)
+		tg.expect("call 0", "events=0", "before")
+		// The builder may refuse already; if it writes a bundle, apply must.
+		out := filepath.Join(p.dir, "fix-tiny.hfp")
+		r := hotfleet(t, "patch", "build", "--target", p.bin, "--orig", p.orig, "--patched", fixed, "--id", "fix-tiny", "-o", out)
+		if r.exit == 0 {
+			r = hotfleet(t, "patch", "apply", out, "--pid", strconv.Itoa(tg.pid))
+		}
+		r.mustFail(t, "on_event", "small")
+		tg.expect("call 0", "events=0", "after the refusal")
+		requireNothingApplied(t, tg.pid)
+		tg.healthy()
+	})
+}
+
+// siteOf reads the link-time address of function name from the bundle, as
+// 'hotfleet patch inspect --json' shows it.
+func siteOf(t *testing.T, bundle, name string) uint64 {
+	t.Helper()
+	r := hotfleet(t, "patch", "inspect", "--json", bundle)
+	r.mustSucceed(t)
+	for _, o := range objects(t, "hotfleet patch inspect --json", r.stdout) {
+		if o.str("name") != name || !o.has("site") {
+			continue
+		}
+		s := o.str("site")
+		v, err := strconv.ParseUint(strings.TrimPrefix(s, "0x"), 16, 64)
+		if err != nil {
+			t.Fatalf("inspect gives site %q for %s: %v", s, name, err)
+		}
+		return v
+	}
+	t.Fatalf("inspect --json names no function %s:\n%s", name, r.stdout)
+	return 0
+}
+
+// writeMem writes data into pid's memory at addr, as a debugger would.
+func writeMem(t *testing.T, pid int, addr uint64, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile("/proc/"+strconv.Itoa(pid)+"/mem", os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatalf("open the memory of %d: %v", pid, err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(data, int64(addr)); err != nil {
+		t.Fatalf("write %d bytes at %#x in %d: %v", len(data), addr, pid, err)
+	}
 }
