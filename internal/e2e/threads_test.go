@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -218,4 +220,41 @@ func TestQuiescentMode(t *testing.T) {
 		tg.expect("call 0", orig, "after revert")
 		tg.healthy()
 	})
+}
+
+// TestProcessExitsMidPatch: the target is killed while hotfleet patches it.
+// hotfleet must neither hang nor crash: it either finished before the
+// process died, or says the process exited.
+func TestProcessExitsMidPatch(t *testing.T) {
+	needs(t)
+	p := buildExe(t, "compute.c", "threads.c", pie)
+	b := p.bundle(t, "fix-compute", 1, p.fixed(t, "fixed", "return r + 1000;", "return r + 2000;"), []string{"compute"})
+	const trials = 8
+	failed := 0
+	for i := 0; i < trials; i++ {
+		tg := start(t, p.bin, nil)
+		tg.expect("call 5", "1038", "before apply")
+		// Spread the kill over the tens of milliseconds an apply to 16 busy
+		// threads takes.
+		delay := time.Duration(i) * 5 * time.Millisecond
+		killed := make(chan struct{})
+		go func() {
+			defer close(killed)
+			time.Sleep(delay)
+			_ = syscall.Kill(tg.pid, syscall.SIGKILL)
+		}()
+		r := hotfleet(t, "patch", "apply", b, "--pid", strconv.Itoa(tg.pid))
+		<-killed
+		if strings.Contains(r.stderr, "panic:") || strings.Contains(r.stderr, "goroutine ") {
+			t.Fatalf("trial %d: hotfleet crashed: %v", i, r)
+		}
+		if r.exit != 0 {
+			failed++
+			r.mustFail(t, strconv.Itoa(tg.pid), "exited")
+		}
+	}
+	t.Logf("%d of %d applies saw the process exit", failed, trials)
+	if failed == 0 {
+		t.Errorf("no apply saw the process exit; the kill came too late to test anything")
+	}
 }
