@@ -413,7 +413,7 @@ func (s *session) prepareOne(b *bundle.Bundle, p *modPlan) error {
 		if err != nil {
 			return err
 		}
-		spec.Avoid = brkGap(s.pid, maps)
+		spec.Avoid = append(brkGap(s.pid, maps), anonExecNeighbours(maps)...)
 		hint, err := proc.FindHole(maps, spec)
 		if err != nil {
 			return fmt.Errorf("map the patch code near %s: %w; unload something from the process or restart it", p.mod.Path, err)
@@ -502,6 +502,19 @@ func (s *session) planSites(p *modPlan) error {
 		p.hdr.Sites[i] = rec
 	}
 	return nil
+}
+
+// anonExecNeighbours are the pages right next to every anonymous executable
+// mapping. A region placed there would merge with it into one mapping on
+// kernels that cannot name mappings, hiding where each begins.
+func anonExecNeighbours(maps []proc.Mapping) []proc.Range {
+	var out []proc.Range
+	for _, m := range maps {
+		if candidate(m) {
+			out = append(out, proc.Range{Start: m.Start - pageSize, End: m.End + pageSize})
+		}
+	}
+	return out
 }
 
 // brkGap is the address range brk will grow the heap into.

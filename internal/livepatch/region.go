@@ -351,25 +351,36 @@ func candidate(m proc.Mapping) bool {
 	return m.Path == "" && m.Inode == 0 && m.Exec() && m.Readable()
 }
 
-// findRegions returns every hotfleet region mapped in the process. Regions
-// that the kernel merged into one mapping (adjacent and unnamed) are found by
-// walking from one header to the next.
+// maxScanPages bounds how many pages of one anonymous executable mapping are
+// checked for a region header: regions are a few pages each, so a bigger
+// mapping is a JIT code heap, scanned only at its start.
+const maxScanPages = 4096
+
+// findRegions returns every hotfleet region mapped in the process. Without
+// mapping names the kernel merges adjacent anonymous mappings, so a mapping
+// may hold several regions, or a region after pages that are not one (an
+// apply killed between mmap and writing the header leaves zero pages): every
+// page start is checked for the magic.
 func findRegions(mem *proc.Mem, maps []proc.Mapping) ([]*region, error) {
 	var out []*region
 	for _, m := range maps {
 		if !candidate(m) {
 			continue
 		}
-		for addr := m.Start; addr < m.End; {
-			r, err := readRegion(mem, addr)
-			if errors.Is(err, errNotRegion) {
-				break
+		named := strings.HasPrefix(m.Path, "[anon:"+mapNamePrefix)
+		end := min(m.End, m.Start+maxScanPages*pageSize)
+		for addr := m.Start; addr < end; {
+			if !hasMagic(mem, addr) {
+				addr += pageSize
+				continue
 			}
+			r, err := readRegion(mem, addr)
 			if err != nil {
-				if strings.HasPrefix(m.Path, "[anon:"+mapNamePrefix) {
+				if named {
 					return nil, err
 				}
-				break // an unrelated executable anonymous mapping (a JIT)
+				addr += pageSize // an unrelated mapping that happens to hold the bytes
+				continue
 			}
 			if r.RegionSize == 0 || r.RegionSize%pageSize != 0 || r.End() > m.End {
 				return nil, fmt.Errorf("region at %#x claims %#x bytes, but its mapping ends at %#x", addr, r.RegionSize, m.End)
@@ -379,4 +390,9 @@ func findRegions(mem *proc.Mem, maps []proc.Mapping) ([]*region, error) {
 		}
 	}
 	return out, nil
+}
+
+func hasMagic(mem *proc.Mem, addr uint64) bool {
+	b := make([]byte, len(regionMagic))
+	return mem.ReadAt(b, addr) == nil && string(b) == regionMagic
 }
