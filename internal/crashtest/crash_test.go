@@ -420,13 +420,17 @@ func (c *crashRun) trial(n int) (key string, err error) {
 	if err != nil {
 		return key, err
 	}
+	runs, err := c.tg.check()
+	if err != nil {
+		return key, fmt.Errorf("after %v (%s, status %q) then %v (exit %d: %s): %w", r, r.outcome(), state, nr, nr.exitCode, oneLine(nr.output(), 300), err)
+	}
 	after, reg, err := status(c.ctx, c.tg.pid)
 	if err != nil {
 		return key, fmt.Errorf("after %v then %v: %w", r, nr, err)
 	}
 	if after != "none" && !knownFinal(after) {
-		return key, fmt.Errorf("after %v then %v (exit %d: %s), status still says %q (%+v): the interrupted operation was neither finished nor undone",
-			r, nr, nr.exitCode, nr.output(), after, reg)
+		return key, fmt.Errorf("after %v then %v (exit %d: %s), status still says %q (%+v) and the target runs %v code: the interrupted operation was neither finished nor undone",
+			r, nr, nr.exitCode, nr.output(), after, reg, runs)
 	}
 	if !reg.Consistent && after != "none" {
 		return key, fmt.Errorf("after %v then %v, status says %q but inconsistent: %s", r, nr, after, reg.Problem)
@@ -435,11 +439,11 @@ func (c *crashRun) trial(n int) (key string, err error) {
 	switch {
 	case nr.exitCode == 0 && strings.HasPrefix(nextName, "apply"):
 		if want != allNew {
-			return key, fmt.Errorf("%v (after %v) succeeded but status then says %q", nr, r, after)
+			return key, fmt.Errorf("%v succeeded (%s) after %v (%s, status %q), but status then says %q (%+v) and the target runs %v code", nr, nr.output(), r, r.outcome(), state, after, reg, runs)
 		}
 	case nr.exitCode == 0 && strings.HasPrefix(nextName, "revert"):
 		if want != allOld {
-			return key, fmt.Errorf("%v (after %v) succeeded but status then says %q", nr, r, after)
+			return key, fmt.Errorf("%v succeeded (%s) after %v (%s, status %q), but status then says %q (%+v) and the target runs %v code", nr, nr.output(), r, r.outcome(), state, after, reg, runs)
 		}
 	case nr.exitCode != 0 && strings.HasPrefix(nextName, "revert") && want == allOld && strings.Contains(nr.output(), "not applied"):
 		// Reverting what the kill left unapplied: an error that says so,
@@ -447,8 +451,8 @@ func (c *crashRun) trial(n int) (key string, err error) {
 	case nr.exitCode != 0:
 		return key, fmt.Errorf("after %v (%s, status %q), %v failed with exit status %d: %s", r, r.outcome(), state, nr, nr.exitCode, nr.output())
 	}
-	if err := c.checkCode(want); err != nil {
-		return key, fmt.Errorf("after %v then %v (status %q): %w", r, nr, after, err)
+	if runs != want {
+		return key, fmt.Errorf("after %v then %v (exit %d: %s), status says %q (%+v) but the target runs %v code", r, nr, nr.exitCode, oneLine(nr.output(), 300), after, reg, runs)
 	}
 	c.applied = want == allNew
 	c.outcomes[fmt.Sprintf("%-6s %-9s then %-16s -> exit %d, status %s", opNames[op], r.outcome(), nextName, nr.exitCode, after)]++
