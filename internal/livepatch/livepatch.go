@@ -121,14 +121,13 @@ const (
 	// malloc fail in the target.
 	brkReserve = 1 << 30
 	// mmap and prctl constants, spelled out so the package needs no cgo.
-	protRead           = 0x1
-	protExec           = 0x4
-	mapPrivate         = 0x02
-	mapAnonymous       = 0x20
-	mapFixedNoreplace  = 0x100000
-	prSetVMA           = 0x53564d41
-	prSetVMAAnonName   = 0
-	maxStoredPatchIDLn = bundle.MaxIDLen
+	protRead          = 0x1
+	protExec          = 0x4
+	mapPrivate        = 0x02
+	mapAnonymous      = 0x20
+	mapFixedNoreplace = 0x100000
+	prSetVMA          = 0x53564d41
+	prSetVMAAnonName  = 0
 )
 
 // session is one operation on one process.
@@ -422,7 +421,7 @@ func (s *session) prepareOne(b *bundle.Bundle, p *modPlan) error {
 			return fmt.Errorf("stop a thread to map the patch code: %w", err)
 		}
 		addr, err := s.remote(syscall.SYS_MMAP, hint, h.RegionSize, protRead|protExec, mapPrivate|mapAnonymous|mapFixedNoreplace, ^uint64(0), 0)
-		if errIs(err, syscall.EEXIST) && attempt < maxMapAttempts {
+		if errors.Is(err, syscall.EEXIST) && attempt < maxMapAttempts {
 			s.resume()
 			continue // the target mapped something there meanwhile
 		}

@@ -50,7 +50,7 @@ func (s *session) recover() ([]string, error) {
 			}
 			done = append(done, fmt.Sprintf("%s: an apply was interrupted while switching; finished it (%d of %d sites written now)", what, n, len(r.Sites)))
 		case stateReverting:
-			n, err := s.rollForwardRevert(r)
+			n, err := s.restore(r, false)
 			if err != nil {
 				return done, fmt.Errorf("finish the interrupted revert of %s: %w", what, err)
 			}
@@ -156,11 +156,6 @@ func (s *session) rollForwardSwitch(r, old *region) (int, error) {
 	return n, nil
 }
 
-// rollForwardRevert completes a revert that was interrupted.
-func (s *session) rollForwardRevert(r *region) (int, error) {
-	return s.restore(r, false)
-}
-
 // restore stops the world until the sites of r are idle and writes back the
 // original bytes of every site still jumping to r. strict refuses when a site
 // does not hold the jump (a fresh revert); otherwise sites already restored
@@ -180,7 +175,6 @@ func (s *session) restore(r *region, strict bool) (int, error) {
 // restoreWatch is restore leaving the world stopped on success, so the
 // caller can take the pause from Resume; it also tells whether the region was
 // in use during the stop.
-
 func (s *session) restoreWatch(r *region, strict bool) (int, bool, error) {
 	var block []busyRange
 	for i := range r.Sites {
@@ -198,13 +192,17 @@ func (s *session) restoreWatch(r *region, strict bool) (int, bool, error) {
 		s.resume()
 		return 0, false, err
 	}
+	spans := make([]span, len(r.Sites))
 	cur := make([][]byte, len(r.Sites))
 	for i := range r.Sites {
+		cur[i] = make([]byte, len(r.Sites[i].Jump))
+		spans[i] = span{addr: r.Sites[i].jumpAt(), b: cur[i]}
+	}
+	if err := readSpans(s.pid, s.mem, spans); err != nil {
+		return fail(fmt.Errorf("read the sites of %s: %w", r.PatchID, err))
+	}
+	for i := range r.Sites {
 		rec := &r.Sites[i]
-		cur[i] = make([]byte, len(rec.Jump))
-		if err := s.mem.ReadAt(cur[i], rec.jumpAt()); err != nil {
-			return fail(fmt.Errorf("read site of %s at %#x: %w", rec.Name, rec.jumpAt(), err))
-		}
 		if bytes.Equal(cur[i], rec.Jump) || (!strict && bytes.Equal(cur[i], rec.Saved)) {
 			continue
 		}

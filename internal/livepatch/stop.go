@@ -232,6 +232,3 @@ func (s *session) unmap(r *region) error {
 	}
 	return nil
 }
-
-// errIs reports whether err is the errno e.
-func errIs(err error, e syscall.Errno) bool { return errors.Is(err, e) }
