@@ -90,13 +90,20 @@ func (s *session) recover() ([]string, error) {
 // does not jump to r yet is switched, provided it holds either the original
 // bytes or the replaced level's jump.
 func (s *session) rollForwardSwitch(r, old *region) (int, error) {
+	// Only the sites still to write must be idle; they are read again once
+	// the world is stopped.
 	var block []busyRange
 	for i := range r.Sites {
+		rec := &r.Sites[i]
+		cur := make([]byte, len(rec.Jump))
+		if err := s.mem.ReadAt(cur, rec.jumpAt()); err == nil && bytes.Equal(cur, rec.Jump) {
+			continue
+		}
 		var o *siteRec
 		if old != nil {
-			o = old.siteAt(r.Sites[i].Site)
+			o = old.siteAt(rec.Site)
 		}
-		block = append(block, blockRanges(&r.Sites[i], o)...)
+		block = append(block, blockRanges(rec, o)...)
 	}
 	if old != nil {
 		for i := range old.Sites {

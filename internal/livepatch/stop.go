@@ -61,9 +61,11 @@ type scanResult struct {
 // scan checks every stopped thread's PC and stack words against the ranges
 // that must be idle and the regions whose use we want to know. The stack
 // scan is conservative: any word that looks like an address in a range counts,
-// even a stale one. It fails with errStaleMaps when a thread's stack is not
-// in maps, so the caller can read the maps again.
-func (s *session) scan(maps []proc.Mapping, threads []proc.Thread, block []busyRange, watch []*region) (scanResult, error) {
+// even a stale one. With fresh maps unset, it fails with errStaleMaps when a
+// thread's stack is not in maps, so the caller can read the maps again; with
+// fresh maps, a thread whose SP lies in no mapping has no stack to scan (it
+// could not push a return address anywhere).
+func (s *session) scan(maps []proc.Mapping, fresh bool, threads []proc.Thread, block []busyRange, watch []*region) (scanResult, error) {
 	res := scanResult{used: make([]bool, len(watch))}
 	lo, hi := ^uint64(0), uint64(0)
 	for _, b := range block {
@@ -91,7 +93,7 @@ func (s *session) scan(maps []proc.Mapping, threads []proc.Thread, block []busyR
 	total := uint64(0)
 	for i, th := range threads {
 		start, end, ok := stackSpan(maps, th.SP)
-		if !ok {
+		if !ok && !fresh {
 			return res, errStaleMaps
 		}
 		spans[i].addr = start
@@ -162,10 +164,10 @@ func (s *session) stopIdle(block []busyRange, watch []*region) ([]bool, error) {
 			return nil, fmt.Errorf("stop the threads: %w", err)
 		}
 		t1 := time.Now()
-		res, err := s.scan(maps, s.t.Stopped(), block, watch)
+		res, err := s.scan(maps, false, s.t.Stopped(), block, watch)
 		if errors.Is(err, errStaleMaps) {
 			if maps, err = proc.ReadMaps(s.pid); err == nil {
-				res, err = s.scan(maps, s.t.Stopped(), block, watch)
+				res, err = s.scan(maps, true, s.t.Stopped(), block, watch)
 			}
 		}
 		if err != nil {
