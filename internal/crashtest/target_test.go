@@ -49,6 +49,9 @@ var variants = []variant{
 	{"pie", []string{"-fPIE", "-pie"}},
 	{"nopie", []string{"-fno-pie", "-no-pie"}},
 	{"cet", []string{"-fPIE", "-pie", "-fcf-protection=full"}},
+	// The patched functions lie more than 64 KiB apart, so their sites
+	// cannot be switched by one write.
+	{"spread", []string{"-fPIE", "-pie", "-DSPREAD"}},
 }
 
 // program is a compiled target and the bundle that patches it.
