@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"strconv"
@@ -236,8 +237,4 @@ func TestStatusAfterHotfleetKilled(t *testing.T) {
 	tg.expect("call 5", "51", "after revert")
 }
 
-type timeoutError struct{}
-
-func (timeoutError) Error() string { return "timed out" }
-
-var errTimeout error = timeoutError{}
+var errTimeout = errors.New("timed out")
