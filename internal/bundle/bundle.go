@@ -257,11 +257,14 @@ func Decode(data []byte) (*Bundle, error) {
 	if len(data) > MaxBundleSize {
 		return nil, bad("%d bytes, the limit is %d", len(data), MaxBundleSize)
 	}
+	if !bytes.HasPrefix(data, []byte(Magic)) {
+		if len(data) < len(Magic) && bytes.HasPrefix([]byte(Magic), data) {
+			return nil, bad("truncated: %d bytes is shorter than the smallest bundle", len(data))
+		}
+		return nil, bad("not a hotfleet patch bundle (bad magic)")
+	}
 	if len(data) < headerLen+sha256.Size {
 		return nil, bad("truncated: %d bytes is shorter than the smallest bundle", len(data))
-	}
-	if string(data[:len(Magic)]) != Magic {
-		return nil, bad("not a hotfleet patch bundle (bad magic)")
 	}
 	version := binary.LittleEndian.Uint32(data[8:])
 	if version != FormatVersion {

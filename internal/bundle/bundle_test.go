@@ -80,6 +80,7 @@ func TestDecodeRejects(t *testing.T) {
 		want string
 	}{
 		{"empty", nil, "truncated"},
+		{"short non-bundle", []byte("#!/bin/sh\necho hello\n"), "bad magic"},
 		{"truncated", good[:len(good)/2], "truncated"},
 		{"bad magic", append([]byte("NOTAPATCH"), good[9:]...), "bad magic"},
 		{"flipped byte", func() []byte { b := bytes.Clone(good); b[40] ^= 1; return b }(), "checksum"},
