@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -101,6 +102,24 @@ func benchPause(b *testing.B, exe string, bd *bundle.Bundle, funcs, threads int)
 	b.ReportMetric(pmax, "max-us")
 	_, rp99, _ := benchPercentiles(revertPause)
 	b.ReportMetric(rp99, "revert-p99-us")
+	// The machine's load says how far to trust the numbers: every stopped
+	// thread must get a CPU to enter its stop, so other work inflates them.
+	if load, err := loadAverage(); err == nil {
+		b.ReportMetric(load, "load1")
+	}
+}
+
+// loadAverage is the one-minute load average of the machine.
+func loadAverage() (float64, error) {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0, errors.New("/proc/loadavg is empty")
+	}
+	return strconv.ParseFloat(f[0], 64)
 }
 
 // benchPercentiles returns the median, the 99th percentile (nearest rank) and the
