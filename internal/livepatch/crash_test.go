@@ -34,18 +34,21 @@ func TestStatusAfterPatcherKilled(t *testing.T) {
 			answer: "1", second: "2", recovered: "interrupted before switching; removed", answerAfter: "1"},
 		{op: "apply", failpoint: "switching", state: "switching", problem: "0 of 2 sites written",
 			answer: "1", second: "2", recovered: "finished it (2 of 2 sites written now)", after: "applied", answerAfter: "42"},
-		{op: "apply", failpoint: "site:1", oneByOne: true, state: "switching", problem: "interrupted while switching: 1 of 2 sites written",
-			answer: "42", second: "2", recovered: "finished it (1 of 2 sites written now)", after: "applied", answerAfter: "42"},
-		// Sites close together are written at once: a kill never leaves the
-		// target running half of them.
-		{op: "apply", failpoint: "site:1", state: "switching", problem: "interrupted while switching: 2 of 2 sites written",
-			answer: "42", second: "43", recovered: "finished it (0 of 2 sites written now)", after: "applied", answerAfter: "42"},
+		// The sites jump to stubs that run the old code until the switch
+		// word is set: a kill between site writes leaves the old code running.
+		{op: "apply", failpoint: "site:1", oneByOne: true, state: "switching", problem: "interrupted while switching: 1 of 2 sites written, the process runs the old code",
+			answer: "1", second: "2", recovered: "finished it (1 of 2 sites written now)", after: "applied", answerAfter: "42"},
+		{op: "apply", failpoint: "site:1", state: "switching", problem: "interrupted while switching: 2 of 2 sites written, the process runs the old code",
+			answer: "1", second: "2", recovered: "finished it (0 of 2 sites written now)", after: "applied", answerAfter: "42"},
 		{op: "apply", failpoint: "applied", state: "applied", consistent: true,
 			answer: "42", second: "43", after: "applied", answerAfter: "42"},
-		{op: "revert", failpoint: "site:1", oneByOne: true, state: "reverting", problem: "interrupted while reverting: 1 of 2 sites still jump",
-			answer: "1", second: "43", recovered: "a revert was interrupted; finished it (1 of 2 sites restored now)", answerAfter: "1"},
+		// Reverting switches the stubs off first: all old code at once.
+		{op: "revert", failpoint: "site:1", oneByOne: true, state: "reverting", problem: "interrupted while reverting: 1 of 2 sites still jump to the patch, the process runs the old code",
+			answer: "1", second: "2", recovered: "a revert was interrupted; finished it (1 of 2 sites restored now)", answerAfter: "1"},
 		{op: "revert", failpoint: "site:1", state: "reverting", problem: "interrupted while reverting: 0 of 2 sites still jump",
 			answer: "1", second: "2", recovered: "a revert was interrupted; finished it (0 of 2 sites restored now)", answerAfter: "1"},
+		{op: "revert", failpoint: "reverting", state: "reverting", problem: "interrupted while reverting: 2 of 2 sites still jump to the patch, the process runs the new code",
+			answer: "42", second: "43", recovered: "a revert was interrupted; finished it (2 of 2 sites restored now)", answerAfter: "1"},
 	}
 	for _, c := range cases {
 		name := c.op + "@" + c.failpoint

@@ -191,7 +191,11 @@ type modPlan struct {
 	sites []*sitePlan
 	hdr   header
 	addr  uint64 // where the region was mapped
+	stubs []byte // the sites' stubs, written after the code
 }
+
+// stubBase is the offset of the first stub in a region.
+func stubBase(h *header) uint64 { return (h.CodeOffset + h.CodeSize + 15) &^ 15 }
 
 // Apply applies the bundle to every module of it that the process maps, all
 // sites switching in one stop of the world.
@@ -400,7 +404,7 @@ func (s *session) prepareOne(b *bundle.Bundle, p *modPlan) error {
 	}
 	h.HeaderSize = uint32(headerSize(h))
 	h.CodeOffset = uint64(h.HeaderSize)
-	h.RegionSize = pageAlign(h.CodeOffset + h.CodeSize)
+	h.RegionSize = pageAlign(stubBase(h) + uint64(len(h.Sites))*stubSize)
 
 	spec := proc.HoleSpec{
 		Near:  []proc.Range{{Start: p.mod.Start, End: p.mod.End}},
@@ -467,6 +471,9 @@ func (s *session) prepareOne(b *bundle.Bundle, p *modPlan) error {
 	if err := s.mem.WriteAt(code, p.addr+h.CodeOffset); err != nil {
 		return fmt.Errorf("write the patch code at %#x: %w", p.addr+h.CodeOffset, err)
 	}
+	if err := s.mem.WriteAt(p.stubs, p.addr+stubBase(h)); err != nil {
+		return fmt.Errorf("write the switch stubs at %#x: %w", p.addr+stubBase(h), err)
+	}
 	return nil
 }
 
@@ -474,11 +481,36 @@ func (s *session) prepareOne(b *bundle.Bundle, p *modPlan) error {
 // and decides which functions need quiescent mode.
 func (s *session) planSites(p *modPlan) error {
 	codeAddr := p.addr + p.hdr.CodeOffset
+	base := stubBase(&p.hdr)
+	p.stubs = bytes.Repeat([]byte{0xcc}, len(p.sites)*stubSize) // int3 between stubs
 	for i, sp := range p.sites {
 		f := sp.f
 		from := sp.addr + uint64(sp.skip)
 		to := codeAddr + uint64(f.Offset)
-		jump := jumpBytes(from, to, f.OldSize-uint32(sp.skip))
+		room := f.OldSize - uint32(sp.skip)
+		stubAt := base + uint64(i)*stubSize
+		// The site jumps to its stub, which runs the new code once the
+		// region's switch word is set; if the stub cannot be built, the site
+		// jumps straight to the new code and switches when it is written.
+		var off uint64 // where the stub goes while switched off: what the site runs now
+		if o := sp.old; o != nil {
+			off = o.New
+			if o.Stub != 0 {
+				off = p.old.Addr + uint64(o.Stub)
+			}
+		}
+		jump := jumpBytes(from, p.addr+stubAt, room)
+		var stub []byte
+		if jump != nil {
+			var ok bool
+			stub, ok = buildStub(p.addr+stubAt, p.addr+offSwitch, to, off, sp.orig[sp.skip:], from, len(jump))
+			if !ok {
+				stub = nil
+			}
+		}
+		if stub == nil {
+			jump = jumpBytes(from, to, room)
+		}
 		if jump == nil {
 			return newErr(ErrTooSmall, "function %s is %d bytes long; the patch code at %#x is out of rel32 reach and an absolute jump needs %d bytes after its entry", f.Name, f.OldSize, to, jmpAbs64Len+int(sp.skip))
 		}
@@ -493,6 +525,10 @@ func (s *session) planSites(p *modPlan) error {
 			Site: sp.addr, New: to, JumpOff: sp.skip, JumpLen: uint8(len(jump)),
 			OldSize: f.OldSize, NewSize: f.Size, Name: f.Name, Jump: jump,
 			Saved: bytes.Clone(sp.orig[sp.skip : int(sp.skip)+len(jump)]),
+		}
+		if stub != nil {
+			rec.Stub = uint32(stubAt)
+			copy(p.stubs[uint64(i)*stubSize:], stub)
 		}
 		if sp.quiesce {
 			rec.Flags |= siteQuiescent
@@ -542,12 +578,16 @@ func brkGap(pid int, maps []proc.Mapping) []proc.Range {
 
 // blockRanges are the ranges no thread may be in while the sites of r (or
 // the plan) are rewritten: the bytes being overwritten, and for quiescent
-// functions the whole old function and the replaced level's code for it.
-func blockRanges(r *siteRec, old *siteRec) []busyRange {
+// functions the whole old function, its stub in the region at base (which
+// runs old code while switched off) and the replaced level's code for it.
+func blockRanges(r *siteRec, base uint64, old *siteRec) []busyRange {
 	at := r.jumpAt()
 	out := []busyRange{{lo: at + 1, hi: at + uint64(r.JumpLen), fn: r.Name}}
 	if r.quiescent() {
 		out = append(out, busyRange{lo: at + 1, hi: r.Site + uint64(r.OldSize), fn: r.Name})
+		if r.Stub != 0 {
+			out = append(out, busyRange{lo: base + uint64(r.Stub), hi: base + uint64(r.Stub) + stubSize, fn: r.Name})
+		}
 		if old != nil {
 			out = append(out, busyRange{lo: old.New, hi: old.New + uint64(old.NewSize), fn: r.Name})
 		}
@@ -562,14 +602,14 @@ func (s *session) switchOver(plans []*modPlan, res *Result) error {
 	var watch []*region
 	for _, p := range plans {
 		for _, sp := range p.sites {
-			block = append(block, blockRanges(&sp.rec, sp.old)...)
+			block = append(block, blockRanges(&sp.rec, p.addr, sp.old)...)
 		}
 		if p.old != nil {
 			watch = append(watch, p.old)
 			for i := range p.old.Sites {
 				o := &p.old.Sites[i]
 				if p.plannedSite(o.Site) == nil {
-					block = append(block, blockRanges(o, nil)...)
+					block = append(block, blockRanges(o, p.old.Addr, nil)...)
 				}
 			}
 		}
@@ -608,12 +648,6 @@ func (s *session) switchOver(plans []*modPlan, res *Result) error {
 		for _, sp := range p.sites {
 			writes = append(writes, siteWrite{addr: sp.rec.jumpAt(), b: sp.rec.Jump, name: sp.f.Name})
 		}
-		restores, err := s.oldOnlyRestores(p.old, p.hdr.Sites)
-		if err != nil {
-			s.resume()
-			return err
-		}
-		writes = append(writes, restores...)
 	}
 	s.wroteSites = true
 	if _, err := s.writeSites(writes); err != nil {
@@ -622,7 +656,7 @@ func (s *session) switchOver(plans []*modPlan, res *Result) error {
 	}
 	for _, p := range plans {
 		res.Functions += len(p.sites)
-		if err := s.finishSwitch(p.addr, p.old); err != nil {
+		if err := s.completeSwitch(p.addr, p.hdr.Sites, p.old); err != nil {
 			s.resume()
 			return err
 		}
@@ -670,6 +704,66 @@ func (s *session) oldOnlyRestores(old *region, sites []siteRec) ([]siteWrite, er
 		}
 	}
 	return out, nil
+}
+
+// completeSwitch finishes a switch with the world stopped, once every site
+// jumps to the region at addr: the switch word is set, so every stub runs the
+// new code at once; the replaced level's stubs are switched off and no stub
+// of the new region goes through them any more; the replaced level's sites
+// that the new level does not patch get their original bytes back; the
+// states are recorded. Every step is safe to repeat after a crash.
+func (s *session) completeSwitch(addr uint64, sites []siteRec, old *region) error {
+	if hasStubs(sites) {
+		if err := s.setSwitch(addr, true); err != nil {
+			return err
+		}
+	}
+	if old != nil {
+		if hasStubs(old.Sites) {
+			if err := s.setSwitch(old.Addr, false); err != nil {
+				return err
+			}
+		}
+		var zero [4]byte
+		for i := range sites {
+			if st := sites[i].Stub; st != 0 {
+				// "jmp OFF" becomes a jump to the stub's own copy of the
+				// original instructions, which follows it.
+				if err := s.mem.WriteAt(zero[:], addr+uint64(st)+stubOffJump+1); err != nil {
+					return fmt.Errorf("unlink the stub of %s from the replaced level: %w", sites[i].Name, err)
+				}
+			}
+		}
+		restores, err := s.oldOnlyRestores(old, sites)
+		if err != nil {
+			return err
+		}
+		if _, err := s.writeSites(restores); err != nil {
+			return err
+		}
+	}
+	return s.finishSwitch(addr, old)
+}
+
+func hasStubs(sites []siteRec) bool {
+	for i := range sites {
+		if sites[i].Stub != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// setSwitch sets or clears a region's switch word with one aligned write.
+func (s *session) setSwitch(addr uint64, on bool) error {
+	var b [4]byte
+	if on {
+		b[0] = 1
+	}
+	if err := s.mem.WriteAt(b[:], addr+offSwitch); err != nil {
+		return fmt.Errorf("switch region %#x: %w", addr, err)
+	}
+	return nil
 }
 
 // finishSwitch records a completed switch with the world stopped: the

@@ -103,12 +103,12 @@ func (s *session) rollForwardSwitch(r, old *region) (int, error) {
 		if old != nil {
 			o = old.siteAt(rec.Site)
 		}
-		block = append(block, blockRanges(rec, o)...)
+		block = append(block, blockRanges(rec, r.Addr, o)...)
 	}
 	if old != nil {
 		for i := range old.Sites {
 			if !hasSite(r.Sites, old.Sites[i].Site) {
-				block = append(block, blockRanges(&old.Sites[i], nil)...)
+				block = append(block, blockRanges(&old.Sites[i], old.Addr, nil)...)
 			}
 		}
 	}
@@ -141,18 +141,12 @@ func (s *session) rollForwardSwitch(r, old *region) (int, error) {
 		}
 		writes = append(writes, siteWrite{addr: rec.jumpAt(), b: rec.Jump, name: rec.Name})
 	}
-	restores, err := s.oldOnlyRestores(old, r.Sites)
-	if err != nil {
-		s.resume()
-		return 0, err
-	}
-	n, err := s.writeSites(append(writes, restores...))
-	n = min(n, len(writes))
+	n, err := s.writeSites(writes)
 	if err != nil {
 		s.resume()
 		return n, err
 	}
-	if err := s.finishSwitch(r.Addr, old); err != nil {
+	if err := s.completeSwitch(r.Addr, r.Sites, old); err != nil {
 		s.resume()
 		return n, err
 	}
@@ -219,6 +213,14 @@ func (s *session) restoreWatch(r *region, strict bool) (int, bool, error) {
 		return fail(err)
 	}
 	s.opts.failpoint("reverting")
+	// Switched off, every stub runs the original code again at once; the
+	// sites then get their original bytes back, which changes nothing a
+	// thread can see.
+	if hasStubs(r.Sites) {
+		if err := s.setSwitch(r.Addr, false); err != nil {
+			return fail(err)
+		}
+	}
 	var writes []siteWrite
 	for i := range r.Sites {
 		rec := &r.Sites[i]

@@ -42,6 +42,7 @@ const (
 	offState      = 12
 	offReplacedBy = 72
 	offApplied    = 80
+	offSwitch     = 184 // the switch word the stubs test: 1 runs the new code
 )
 
 // state is the life-cycle state of a region, stored at offState.
@@ -99,6 +100,7 @@ type siteRec struct {
 	Saved   []byte // the original bytes the jump overwrites (JumpLen bytes)
 	Jump    []byte // the exact jump bytes written (JumpLen bytes)
 	Name    string
+	Stub    uint32 // offset of the site's stub in the region, 0 when the jump goes straight to New
 }
 
 // quiescent reports whether the site switches only when its function is idle.
@@ -120,6 +122,7 @@ type header struct {
 	Replaces   uint64
 	ReplacedBy uint64
 	AppliedNs  uint64
+	Switch     uint32 // 1 when the stubs run the new code
 	PatchID    string
 	Module     string
 	MapName    string
@@ -204,6 +207,7 @@ func (h *header) encode() []byte {
 	put(104, h.MapName, true)
 	b[112] = uint8(len(h.BuildID))
 	copy(b[120:184], h.BuildID)
+	le.PutUint32(b[offSwitch:], h.Switch)
 	for i := range h.Sites {
 		s := &h.Sites[i]
 		e := b[fixedHeaderSize+i*siteEntrySize:]
@@ -218,6 +222,7 @@ func (h *header) encode() []byte {
 		copy(e[32:48], s.Saved)
 		copy(e[48:64], s.Jump)
 		le.PutUint32(e[64:], str)
+		le.PutUint32(e[68:], s.Stub)
 		copy(b[str:], s.Name)
 		str += uint32(len(s.Name))
 	}
@@ -295,6 +300,7 @@ func decodeHeader(b []byte) (header, error) {
 		return h, fmt.Errorf("region header: build-id of %d bytes", idLen)
 	}
 	h.BuildID = append([]byte(nil), b[120:120+idLen]...)
+	h.Switch = le.Uint32(b[offSwitch:])
 	h.Sites = make([]siteRec, n)
 	for i := range h.Sites {
 		e := b[fixedHeaderSize+i*siteEntrySize:]
@@ -313,6 +319,10 @@ func decodeHeader(b []byte) (header, error) {
 		s.Jump = append([]byte(nil), e[48:48+s.JumpLen]...)
 		if s.Name, err = str(le.Uint32(e[64:]), le.Uint32(e[28:])); err != nil {
 			return h, err
+		}
+		s.Stub = le.Uint32(e[68:])
+		if s.Stub != 0 && (uint64(s.Stub) < h.CodeOffset || uint64(s.Stub)+stubSize > h.RegionSize) {
+			return h, fmt.Errorf("region header: site %d has its stub at %#x, outside the region's code", i, s.Stub)
 		}
 	}
 	return h, nil

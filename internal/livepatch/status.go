@@ -80,48 +80,59 @@ func Status(ctx context.Context, pid int) ([]Applied, error) {
 			Pid: pid, PatchID: r.PatchID, Level: r.Level, BuildID: r.BuildID,
 			Module: r.Module, State: r.State.String(), Region: r.Addr, AppliedAt: appliedAt(r.AppliedNs),
 		}
-		active := 0
+		jumps, active := 0, 0
 		for i := range r.Sites {
 			rec := &r.Sites[i]
 			cur := make([]byte, len(rec.Jump))
-			on := mem.ReadAt(cur, rec.jumpAt()) == nil && bytes.Equal(cur, rec.Jump)
+			jumped := mem.ReadAt(cur, rec.jumpAt()) == nil && bytes.Equal(cur, rec.Jump)
+			on := jumped && (rec.Stub == 0 || r.Switch == 1)
+			if jumped {
+				jumps++
+			}
 			if on {
 				active++
 			}
 			a.Functions = append(a.Functions, AppliedFunc{Name: rec.Name, Site: rec.Site, New: rec.New, Active: on})
 		}
-		a.Consistent, a.Problem = judge(r, active)
+		a.Consistent, a.Problem = judge(r, jumps, active)
 		out = append(out, a)
 	}
 	return out, nil
 }
 
-// judge tells whether a region's state agrees with its sites' bytes.
-func judge(r *region, active int) (bool, string) {
+// judge tells whether a region's state agrees with its sites: jumps counts
+// the sites holding the region's jump, active those running its new code.
+func judge(r *region, jumps, active int) (bool, string) {
 	n := len(r.Sites)
 	const next = "the next apply, revert or 'hotfleet patch status --recover' finishes it"
+	runs := "old"
+	if active == n {
+		runs = "new"
+	} else if active > 0 {
+		runs = "partly new"
+	}
 	switch r.State {
 	case stateApplied:
 		if active == n {
 			return true, ""
 		}
-		return false, fmt.Sprintf("applied, but only %d of %d sites hold the jump: something else rewrote the code; restart the process to get a known state", active, n)
+		return false, fmt.Sprintf("applied, but only %d of %d sites run the new code: something else rewrote the code; restart the process to get a known state", active, n)
 	case statePrepared:
-		if active == 0 {
+		if jumps == 0 {
 			return false, "an apply was interrupted before switching: nothing jumps to this region; " + next
 		}
 	case stateSwitching:
-		return false, fmt.Sprintf("interrupted while switching: %d of %d sites written; %s", active, n, next)
+		return false, fmt.Sprintf("interrupted while switching: %d of %d sites written, the process runs the %s code; %s", jumps, n, runs, next)
 	case stateReverting:
-		return false, fmt.Sprintf("interrupted while reverting: %d of %d sites still jump to the patch; %s", active, n, next)
+		return false, fmt.Sprintf("interrupted while reverting: %d of %d sites still jump to the patch, the process runs the %s code; %s", jumps, n, runs, next)
 	case stateReverted, stateSuperseded:
-		if active == 0 {
+		if jumps == 0 {
 			return true, ""
 		}
 	default:
 		return false, "unknown state: written by a newer hotfleet?"
 	}
-	return false, fmt.Sprintf("%s, but %d of %d sites still jump to this region: something else rewrote the code", r.State, active, n)
+	return false, fmt.Sprintf("%s, but %d of %d sites still jump to this region: something else rewrote the code", r.State, jumps, n)
 }
 
 // Targets lists the processes that map any module of b, found by the
