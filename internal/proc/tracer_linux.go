@@ -92,7 +92,9 @@ func Attach(ctx context.Context, pid int) (*Tracer, error) {
 		log:     slog.New(slog.DiscardHandler),
 		threads: map[int]*thread{},
 	}
-	go t.loop()
+	locked := make(chan struct{})
+	go t.loop(locked)
+	<-locked
 	return t, nil
 }
 
@@ -107,9 +109,25 @@ func (t *Tracer) SetLogger(l *slog.Logger) {
 // loop runs every ptrace request. It never unlocks its OS thread: when it
 // returns, Go ends the thread, and the kernel then detaches any tracee still
 // attached, so even a bug here cannot leave a thread stopped for good.
-func (t *Tracer) loop() {
+//
+// The process's main thread is the exception: Go parks it instead of ending
+// it, so a tracer there would keep dead tracees unreaped. A loop that finds
+// itself there starts another and hands over once that one holds a thread
+// of its own (it cannot be the main thread, which this one still holds).
+func (t *Tracer) loop(locked chan struct{}) {
 	runtime.LockOSThread()
+	if unix.Gettid() == unix.Getpid() {
+		next := make(chan struct{})
+		go t.loop(next)
+		<-next
+		runtime.UnlockOSThread()
+		close(locked)
+		return
+	}
 	t.osTid = unix.Gettid()
+	if locked != nil {
+		close(locked)
+	}
 	defer close(t.done)
 	for !t.closed {
 		fn := <-t.reqs
@@ -119,6 +137,9 @@ func (t *Tracer) loop() {
 
 // do runs fn on the tracer goroutine and returns its error.
 func (t *Tracer) do(ctx context.Context, fn func() error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("pid %d: %w", t.pid, err)
+	}
 	errc := make(chan error, 1)
 	select {
 	case t.reqs <- func() { errc <- fn() }:
@@ -242,7 +263,7 @@ func (t *Tracer) StopOne(ctx context.Context) (int, error) {
 // exitedOr turns err into an ExitedError when the process is gone: whatever
 // failed on the way, that is the reason the caller needs.
 func (t *Tracer) exitedOr(err error) error {
-	if err == nil || errors.Is(err, ErrExited) || processAlive(t.pid) {
+	if err == nil || errors.Is(err, ErrExited) || processAlive(t.pid) && !processDying(t.pid) {
 		return err
 	}
 	return fmt.Errorf("%w (%v)", ExitedError{Pid: t.pid}, err)
@@ -375,6 +396,22 @@ func processAlive(pid int) bool {
 		}
 	}
 	return false
+}
+
+// processDying reports whether pid has been sent SIGKILL or is tearing
+// down its memory: it is gone for every purpose of ours, though its
+// threads may take a moment to exit.
+func processDying(pid int) bool {
+	status := fmt.Sprintf("/proc/%d/status", pid)
+	const sigkillBit = 1 << (unix.SIGKILL - 1)
+	for _, k := range []string{"SigPnd", "ShdPnd"} {
+		if v, err := strconv.ParseUint(statusField(status, k), 16, 64); err == nil && v&sigkillBit != 0 {
+			return true
+		}
+	}
+	// A process whose memory is gone has no maps lines left.
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	return err != nil || len(data) == 0
 }
 
 func (t *Tracer) forget(tid int) {
