@@ -120,3 +120,33 @@ func TestApplyFinishesInterruptedRun(t *testing.T) {
 	p.Expect("answer", "42")
 	p.Expect("second", "43")
 }
+
+// TestStubsRunOldCodeUntilSwitched kills hotfleet after it wrote two of
+// three sites: the written sites jump to its stub, which must run the
+// old instructions it displaced (a %rip-relative load, a short conditional
+// branch, a plain prologue), relocated, until the switch word is set.
+func TestStubsRunOldCodeUntilSwitched(t *testing.T) {
+	bin := lptest.BuildTarget(t, "testdata/target.c", "target")
+	p := lptest.Start(t, bin)
+	b := lptest.MakeBundle(t, bin, "hf-stub", 1,
+		lptest.Fn{Old: "reader", Code: lptest.Ret(78)},
+		lptest.Fn{Old: "branchy", Code: lptest.Ret(3)},
+		lptest.Fn{Old: "answer", Code: lptest.Ret(42)})
+	out, err := runHelper(t, selfCopy(t), "apply", p.Pid, b, nil, livepatch.FailpointEnv+"=site:2", "LPTEST_ATOMIC_SPAN=0")
+	if err == nil {
+		t.Fatalf("hotfleet was not killed:\n%s", out)
+	}
+	st := status(t, p.Pid)
+	if len(st) != 1 || !strings.Contains(st[0].Problem, "2 of 3 sites written, the process runs the old code") {
+		t.Fatalf("status after the kill = %+v", st)
+	}
+	p.Expect("reader", "77")
+	p.Expect("branchy", "2")
+	p.Expect("answer", "1")
+	if _, err := livepatch.Recover(context.Background(), p.Pid, livepatch.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	p.Expect("reader", "78")
+	p.Expect("branchy", "3")
+	p.Expect("answer", "42")
+}

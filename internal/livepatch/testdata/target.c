@@ -32,6 +32,18 @@ asm(".text\n.globl loopy\n.type loopy,@function\nloopy:\n"
     "  xor %eax,%eax\n1:\n  inc %eax\n  cmp $10,%eax\n  jl 1b\n  ret\n"
     ".size loopy, .-loopy\n");
 
+/* reader loads a global through a %rip-relative address within its first
+ * bytes, which a stub must relocate. */
+int global_value = 77;
+__attribute__((noinline)) int reader(void) { return global_value; }
+
+/* branchy starts with a short conditional branch, which a stub must widen. */
+int branchy(void);
+asm(".text\n.globl branchy\n.type branchy,@function\nbranchy:\n"
+    "  xor %eax,%eax\n  test %eax,%eax\n  je 1f\n  mov $1,%eax\n  ret\n1:\n"
+    "  mov $2,%eax\n  ret\n"
+    ".size branchy, .-branchy\n");
+
 /* endbr starts with endbr64, which must stay in place. */
 int endbr(void);
 asm(".text\n.globl endbr\n.type endbr,@function\nendbr:\n"
@@ -90,7 +102,7 @@ static struct {
 } table[] = {
     {"helper", helper}, {"answer", answer}, {"second", second},
     {"tiny", tiny},     {"loopy", loopy},   {"endbr", endbr},
-    {"busy", busy},
+    {"busy", busy},     {"reader", reader}, {"branchy", branchy},
 };
 
 int main(int argc, char **argv) {
