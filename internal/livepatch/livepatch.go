@@ -580,7 +580,7 @@ func brkGap(pid int, maps []proc.Mapping) []proc.Range {
 // the plan) are rewritten: the bytes being overwritten, and for quiescent
 // functions the whole old function, its stub in the region at base (which
 // runs old code while switched off) and the replaced level's code for it.
-func blockRanges(r *siteRec, base uint64, old *siteRec) []busyRange {
+func blockRanges(r *siteRec, base uint64, old *siteRec, oldBase uint64) []busyRange {
 	at := r.jumpAt()
 	out := []busyRange{{lo: at + 1, hi: at + uint64(r.JumpLen), fn: r.Name}}
 	if r.quiescent() {
@@ -590,6 +590,9 @@ func blockRanges(r *siteRec, base uint64, old *siteRec) []busyRange {
 		}
 		if old != nil {
 			out = append(out, busyRange{lo: old.New, hi: old.New + uint64(old.NewSize), fn: r.Name})
+			if old.Stub != 0 {
+				out = append(out, busyRange{lo: oldBase + uint64(old.Stub), hi: oldBase + uint64(old.Stub) + stubSize, fn: r.Name})
+			}
 		}
 	}
 	return out
@@ -602,14 +605,18 @@ func (s *session) switchOver(plans []*modPlan, res *Result) error {
 	var watch []*region
 	for _, p := range plans {
 		for _, sp := range p.sites {
-			block = append(block, blockRanges(&sp.rec, p.addr, sp.old)...)
+			var oldBase uint64
+			if p.old != nil {
+				oldBase = p.old.Addr
+			}
+			block = append(block, blockRanges(&sp.rec, p.addr, sp.old, oldBase)...)
 		}
 		if p.old != nil {
 			watch = append(watch, p.old)
 			for i := range p.old.Sites {
 				o := &p.old.Sites[i]
 				if p.plannedSite(o.Site) == nil {
-					block = append(block, blockRanges(o, p.old.Addr, nil)...)
+					block = append(block, blockRanges(o, p.old.Addr, nil, 0)...)
 				}
 			}
 		}

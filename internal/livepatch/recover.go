@@ -100,15 +100,16 @@ func (s *session) rollForwardSwitch(r, old *region) (int, error) {
 			continue
 		}
 		var o *siteRec
+		var oldBase uint64
 		if old != nil {
-			o = old.siteAt(rec.Site)
+			o, oldBase = old.siteAt(rec.Site), old.Addr
 		}
-		block = append(block, blockRanges(rec, r.Addr, o)...)
+		block = append(block, blockRanges(rec, r.Addr, o, oldBase)...)
 	}
 	if old != nil {
 		for i := range old.Sites {
 			if !hasSite(r.Sites, old.Sites[i].Site) {
-				block = append(block, blockRanges(&old.Sites[i], old.Addr, nil)...)
+				block = append(block, blockRanges(&old.Sites[i], old.Addr, nil, 0)...)
 			}
 		}
 	}
