@@ -57,8 +57,8 @@ func TestAlreadyTraced(t *testing.T) {
 	}
 	// Nothing of ours is left attached: only the holder's thread is traced.
 	for _, tid := range tracedThreads(tg.pid) {
-		if tp := statusField(fmt.Sprintf("/proc/%d/task/%d/status", tg.pid, tid), "TracerPid"); tp != fmt.Sprint(holder.Process.Pid) {
-			t.Fatalf("thread %d traced by %s after the failed stop", tid, tp)
+		if tp, _ := tracerOf(tg.pid, tid); tp != holder.Process.Pid {
+			t.Fatalf("thread %d traced by pid %d after the failed stop", tid, tp)
 		}
 	}
 	holder.Process.Kill()

@@ -337,6 +337,10 @@ func tracerOf(pid, tid int) (int, string) {
 	if err != nil || tracer == 0 {
 		return 0, ""
 	}
+	// TracerPid names the tracing thread; the user knows its process.
+	if tgid, err := strconv.Atoi(statusField(fmt.Sprintf("/proc/%d/status", tracer), "Tgid")); err == nil && tgid > 0 {
+		tracer = tgid
+	}
 	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", tracer))
 	if err != nil {
 		return tracer, "unknown"
