@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,8 +33,8 @@ const (
 	// plus room for a loaded machine.
 	cmdTimeout = 60 * time.Second
 	// timingRuns is how many uninterrupted apply/revert pairs measure how long
-	// an operation takes; the fastest bounds the random kill delays, so that
-	// most random kills land inside the operation rather than after it.
+	// an operation takes; the median bounds the random kill delays, so that
+	// most random kills land inside the operation, some just after it.
 	timingRuns = 5
 )
 
@@ -333,7 +334,7 @@ func (c *crashRun) newTarget(measure bool) {
 	}
 	// Uninterrupted runs bound the random kill delays, and show the
 	// operations work at all before anything is killed.
-	c.duration = [2]time.Duration{time.Hour, time.Hour}
+	var took [2][]time.Duration
 	for i := 0; i < timingRuns; i++ {
 		for op := opApply; op <= opRevert; op++ {
 			r, err := hotfleet(c.ctx, "", -1, c.opArgs(op)...)
@@ -343,13 +344,17 @@ func (c *crashRun) newTarget(measure bool) {
 			if r.exitCode != 0 {
 				t.Fatalf("uninterrupted %v failed with exit status %d: %s", r, r.exitCode, r.output())
 			}
-			c.duration[op] = min(c.duration[op], r.took)
+			took[op] = append(took[op], r.took)
 			if err := c.checkCode([2]codeState{allNew, allOld}[op]); err != nil {
 				t.Fatalf("after uninterrupted %v: %v", r, err)
 			}
 		}
 	}
-	t.Logf("%s target (pid %d): uninterrupted apply takes at least %v, revert %v", c.variant, c.tg.pid, c.duration[opApply], c.duration[opRevert])
+	for op := range took {
+		slices.Sort(took[op])
+		c.duration[op] = took[op][len(took[op])/2]
+	}
+	t.Logf("%s target (pid %d): uninterrupted apply takes %v (median of %d), revert %v", c.variant, c.tg.pid, c.duration[opApply], timingRuns, c.duration[opRevert])
 }
 
 // trial kills one apply or revert, checks what it left, and runs the next
