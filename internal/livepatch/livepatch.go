@@ -419,7 +419,7 @@ func (s *session) prepareOne(b *bundle.Bundle, p *modPlan) error {
 		spec.Avoid = append(brkGap(s.pid, maps), anonExecNeighbours(maps)...)
 		hint, err := proc.FindHole(maps, spec)
 		if err != nil {
-			return fmt.Errorf("map the patch code near %s: %w; unload something from the process or restart it", p.mod.Path, err)
+			return fmt.Errorf("map the patch code near %s: %w", p.mod.Path, err)
 		}
 		if _, err := s.t.StopOne(s.ctx); err != nil {
 			return fmt.Errorf("stop a thread to map the patch code: %w", err)
