@@ -303,8 +303,8 @@ func (t *Tracer) threadGone(th *thread) error {
 // timeout are honoured.
 func (t *Tracer) waitTid(ctx context.Context, tid int, timeout time.Duration) (unix.WaitStatus, error) {
 	deadline := time.Now().Add(timeout)
-	sleep := 10 * time.Microsecond
-	for polls := 0; ; polls++ {
+	var p poller
+	for {
 		var ws unix.WaitStatus
 		wpid, err := unix.Wait4(tid, &ws, unix.WNOHANG|unix.WALL, nil)
 		if err != nil && !errors.Is(err, unix.EINTR) {
@@ -323,11 +323,7 @@ func (t *Tracer) waitTid(ctx context.Context, tid int, timeout time.Duration) (u
 		if time.Now().After(deadline) {
 			return ws, fmt.Errorf("thread %d did not finish the call within %v", tid, timeout)
 		}
-		if polls < spinPolls {
-			continue
-		}
-		time.Sleep(sleep)
-		sleep = min(2*sleep, maxPollSleep)
+		p.wait()
 	}
 }
 

@@ -29,12 +29,13 @@ const (
 	// stepTimeout bounds the wait for one single-stepped remote system call:
 	// the calls hotfleet makes (mmap, munmap, mprotect, prctl) never block.
 	stepTimeout = 5 * time.Second
-	// spinPolls is how many non-blocking waits we make before sleeping: a
-	// running thread reaches its stop within microseconds, and sleeping on
-	// the first miss would add a timer tick to every pause.
-	spinPolls = 64
-	// maxPollSleep caps the back-off between non-blocking waits.
-	maxPollSleep = time.Millisecond
+	// spinFor is how long we poll for stops without sleeping: a running
+	// thread reaches its stop within microseconds, and sleeping on the first
+	// miss would add a timer tick to every pause.
+	spinFor = 200 * time.Microsecond
+	// maxPollSleep caps the back-off between polls after that, and so the
+	// time a stop can go unnoticed, which adds to the pause.
+	maxPollSleep = 200 * time.Microsecond
 )
 
 // Tracer controls one process. All ptrace requests for it are issued by one
@@ -431,8 +432,7 @@ func (t *Tracer) forget(tid int) {
 // waitAllStopped waits until every seized thread is in a ptrace stop or gone.
 func (t *Tracer) waitAllStopped(ctx context.Context) error {
 	deadline := time.Now().Add(stopTimeout)
-	polls := 0
-	sleep := 10 * time.Microsecond
+	var p poller
 	for {
 		pending := 0
 		for _, th := range t.threads {
@@ -461,7 +461,7 @@ func (t *Tracer) waitAllStopped(ctx context.Context) error {
 		}
 		if wpid > 0 {
 			t.note(wpid, ws)
-			polls = 0
+			p.reset()
 			continue
 		}
 		// Nothing ready: a zombie never reaches a stop; drop it (the
@@ -483,14 +483,30 @@ func (t *Tracer) waitAllStopped(ctx context.Context) error {
 				}
 			}
 		}
-		polls++
-		if polls < spinPolls {
-			runtime.Gosched()
-			continue
-		}
-		time.Sleep(sleep)
-		sleep = min(2*sleep, maxPollSleep)
+		p.wait()
 	}
+}
+
+// poller paces non-blocking waits: spin first, then sleep a little longer
+// each time, up to maxPollSleep. Blocking waits cannot honour a deadline
+// (the Go runtime restarts interrupted system calls), so we poll.
+type poller struct {
+	start time.Time
+	sleep time.Duration
+}
+
+func (p *poller) reset() { *p = poller{} }
+
+func (p *poller) wait() {
+	if p.start.IsZero() {
+		p.start = time.Now()
+	}
+	if time.Since(p.start) < spinFor {
+		runtime.Gosched()
+		return
+	}
+	p.sleep = min(max(2*p.sleep, 10*time.Microsecond), maxPollSleep)
+	time.Sleep(p.sleep)
 }
 
 // note records one wait status of a seized thread during a stop.
