@@ -127,12 +127,21 @@ func (tg *target) status() (busy, sleeps uint64) {
 	tg.t.Helper()
 	tg.send("status")
 	f := strings.Fields(tg.expect("status", 10*time.Second))
-	if len(f) != 3 {
+	if len(f) != 4 {
 		tg.t.Fatalf("bad status line %q", f)
 	}
 	b, _ := strconv.ParseUint(f[1], 10, 64)
 	s, _ := strconv.ParseUint(f[2], 10, 64)
 	return b, s
+}
+
+// signals returns how many SIGRTMIN the target handled.
+func (tg *target) signals() uint64 {
+	tg.t.Helper()
+	tg.send("status")
+	f := strings.Fields(tg.expect("status", 10*time.Second))
+	n, _ := strconv.ParseUint(f[len(f)-1], 10, 64)
+	return n
 }
 
 // finish closes stdin and asserts the target exits 0 having reported no

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -544,11 +545,16 @@ func (t *Tracer) note(tid int, ws unix.WaitStatus) {
 	}
 }
 
+// signalsHeld counts signals taken for re-injection, so that tests can tell
+// the path was exercised.
+var signalsHeld atomic.Int64
+
 // hold keeps a signal the thread would have received, for re-injection.
 func (th *thread) hold(sig int) {
 	if sig == 0 {
 		return
 	}
+	signalsHeld.Add(1)
 	if th.sig == 0 {
 		th.sig = sig
 		return

@@ -151,3 +151,63 @@ func regsOf(t *testing.T, tr *Tracer) map[int]unix.PtraceRegs {
 	}
 	return out
 }
+
+// TestNoSignalLost sends queued real-time signals to the target while it is
+// stopped, resumed and made to run remote system calls over and over: every
+// one of them must be handled exactly once.
+func TestNoSignalLost(t *testing.T) {
+	testenv.NeedRoot(t)
+	tg := startTarget(t, targetBin(t), "4")
+	tr := attach(t, tg.pid)
+	ctx := context.Background()
+	const sent = 3000
+	held := signalsHeld.Load()
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < sent; i++ {
+			if err := unix.Kill(tg.pid, glibcSIGRTMIN); err != nil {
+				done <- err
+				return
+			}
+			if i%10 == 0 {
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+		done <- nil
+	}()
+	rounds := 0
+	for sending := true; sending; rounds++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			sending = false
+		default:
+		}
+		if err := tr.StopAll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if pid, err := tr.Syscall(ctx, unix.SYS_GETPID); err != nil || int(pid) != tg.pid {
+			t.Fatalf("remote getpid: %d, %v", pid, err)
+		}
+		if _, err := tr.Resume(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	got := tg.signals()
+	for got < sent && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		got = tg.signals()
+	}
+	if got != sent {
+		t.Fatalf("target handled %d of %d signals sent during %d stop rounds", got, sent, rounds)
+	}
+	t.Logf("%d signals, %d stop/syscall/resume rounds, %d taken at a stop and re-injected, none lost", sent, rounds, signalsHeld.Load()-held)
+	tg.finish()
+}
+
+// glibcSIGRTMIN is SIGRTMIN as the C target sees it: glibc keeps the first
+// two real-time signals for itself.
+const glibcSIGRTMIN = unix.Signal(34)

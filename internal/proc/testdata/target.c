@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <immintrin.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 
 static volatile unsigned long progress[MAXBUSY];
 static volatile unsigned long sleeps;
+static volatile long rtsignals; // SIGRTMIN deliveries, handled by busy threads only
 static int nbusy;
 static int epfd, never[2];
 
@@ -27,8 +29,17 @@ static void die(const char *what) {
 	_exit(2);
 }
 
+static void on_rt(int sig) {
+	(void)sig;
+	__atomic_add_fetch(&rtsignals, 1, __ATOMIC_RELAXED);
+}
+
 static void *busy(void *arg) {
 	long id = (long)arg;
+	sigset_t rt;
+	sigemptyset(&rt);
+	sigaddset(&rt, SIGRTMIN);
+	pthread_sigmask(SIG_UNBLOCK, &rt, NULL);
 	__m256d acc = _mm256_set_pd(0.0, 0.25, 0.5, 0.75);
 	const __m256d step = _mm256_set1_pd(0.5);
 	double base[4] = {0.75, 0.5, 0.25, 0.0};
@@ -86,6 +97,14 @@ int main(int argc, char **argv) {
 	struct epoll_event ev = {.events = EPOLLIN};
 	if (epoll_ctl(epfd, EPOLL_CTL_ADD, never[0], &ev) != 0)
 		return 1;
+	// Only busy threads take SIGRTMIN, so that blocked calls elsewhere are
+	// never legitimately interrupted.
+	struct sigaction sa = {.sa_handler = on_rt, .sa_flags = SA_RESTART};
+	sigaction(SIGRTMIN, &sa, NULL);
+	sigset_t rt;
+	sigemptyset(&rt);
+	sigaddset(&rt, SIGRTMIN);
+	pthread_sigmask(SIG_BLOCK, &rt, NULL);
 	pthread_t th;
 	for (long i = 0; i < nbusy; i++)
 		pthread_create(&th, NULL, busy, (void *)i);
@@ -115,7 +134,7 @@ int main(int argc, char **argv) {
 						m = progress[i];
 				if (nbusy == 0)
 					m = 0;
-				printf("status %lu %lu\n", m, sleeps);
+				printf("status %lu %lu %ld\n", m, sleeps, rtsignals);
 			} else {
 				printf("got %s\n", line);
 			}
