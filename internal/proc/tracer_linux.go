@@ -183,6 +183,9 @@ func (t *Tracer) StopAll(ctx context.Context) error {
 }
 
 func (t *Tracer) stopAll(ctx context.Context) error {
+	if len(t.threads) == 0 {
+		t.sweep()
+	}
 	for round := 0; round < maxStopRounds; round++ {
 		tids, err := Threads(t.pid)
 		if err != nil {
@@ -622,9 +625,11 @@ func (t *Tracer) releaseAll() (time.Duration, error) {
 	return pause, nil
 }
 
-// sweep reaps every exited tracee of this OS thread. An exited thread we
-// trace stays a zombie until its tracer collects it, and the process cannot
-// be reaped by its parent until then.
+// sweep reaps every exited tracee of this OS thread and releases threads
+// that stopped after we gave up on them (a thread leaving uninterruptible
+// sleep after a failed StopAll). An exited thread we trace stays a zombie
+// until its tracer collects it, and the process cannot be reaped by its
+// parent until then.
 func (t *Tracer) sweep() {
 	for range maxStopRounds * 16 {
 		var ws unix.WaitStatus
@@ -632,12 +637,20 @@ func (t *Tracer) sweep() {
 		if wpid <= 0 || err != nil {
 			return
 		}
-		if th := t.threads[wpid]; th != nil {
-			if ws.Exited() || ws.Signaled() {
+		th := t.threads[wpid]
+		switch {
+		case ws.Exited() || ws.Signaled():
+			if th != nil {
 				t.forget(wpid)
-			} else if ws.Stopped() && !th.stopped {
-				t.note(wpid, ws) // cannot happen after releaseAll; kept consistent anyway
 			}
+		case ws.Stopped() && th == nil:
+			sig := 0
+			if int(ws)>>16 == 0 {
+				sig = int(ws.StopSignal()) // a signal-delivery-stop: hand the signal on
+			}
+			_ = ptrace(unix.PTRACE_DETACH, wpid, 0, uintptr(sig))
+		case ws.Stopped() && !th.stopped:
+			t.note(wpid, ws)
 		}
 	}
 }
