@@ -25,7 +25,7 @@ const (
 
 // ReadMaps reads and parses /proc/PID/maps.
 func ReadMaps(pid int) ([]Mapping, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	data, err := os.ReadFile(memFile(pid, "maps"))
 	if err != nil {
 		return nil, procFileErr(pid, "read memory map of", err)
 	}
@@ -132,6 +132,42 @@ func Threads(pid int) ([]int, error) {
 	}
 	sort.Ints(tids)
 	return tids, nil
+}
+
+// memFile is the /proc file about pid's memory. A process whose main thread
+// has exited (a zombie leader) has no memory under /proc/PID any more; a
+// live thread's /proc/PID/task/TID view shows the same memory.
+func memFile(pid int, name string) string {
+	leader := fmt.Sprintf("/proc/%d/%s", pid, name)
+	if threadState(pid, pid) != 'Z' {
+		return leader
+	}
+	tids, err := Threads(pid)
+	if err != nil {
+		return leader
+	}
+	for _, tid := range tids {
+		if s := threadState(pid, tid); s != 0 && s != 'Z' && s != 'X' {
+			return fmt.Sprintf("/proc/%d/task/%d/%s", pid, tid, name)
+		}
+	}
+	return leader
+}
+
+// threadState is the state letter of /proc/PID/task/TID/stat, or 0 when
+// the thread is gone.
+func threadState(pid, tid int) byte {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+	if err != nil {
+		return 0
+	}
+	// The command name may contain spaces and parentheses; the state follows
+	// the last ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 || i+2 >= len(data) {
+		return 0
+	}
+	return data[i+2]
 }
 
 // procFileErr turns a failure to read a /proc file into ExitedError when the

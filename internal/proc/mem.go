@@ -21,7 +21,7 @@ type Mem struct {
 
 // OpenMem opens /proc/PID/mem for reading and writing.
 func OpenMem(pid int) (*Mem, error) {
-	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", pid), os.O_RDWR, 0)
+	f, err := os.OpenFile(memFile(pid, "mem"), os.O_RDWR, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EPERM) {
 			return nil, fmt.Errorf("open memory of pid %d: %w; run hotfleet as root or with CAP_SYS_PTRACE (%v)", pid, ErrPermission, err)

@@ -369,22 +369,6 @@ func statusField(path, key string) string {
 	return ""
 }
 
-// threadState is the state letter of /proc/PID/task/TID/stat, or 0 when
-// the thread is gone.
-func threadState(pid, tid int) byte {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
-	if err != nil {
-		return 0
-	}
-	// The command name may contain spaces and parentheses; the state follows
-	// the last ')'.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 || i+2 >= len(data) {
-		return 0
-	}
-	return data[i+2]
-}
-
 // processAlive reports whether pid still exists and is not a zombie.
 func processAlive(pid int) bool {
 	s := threadState(pid, pid)
@@ -419,7 +403,7 @@ func processDying(pid int) bool {
 		}
 	}
 	// A process whose memory is gone has no maps lines left.
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	data, err := os.ReadFile(memFile(pid, "maps"))
 	return err != nil || len(data) == 0
 }
 

@@ -211,3 +211,48 @@ func TestNoSignalLost(t *testing.T) {
 // glibcSIGRTMIN is SIGRTMIN as the C target sees it: glibc keeps the first
 // two real-time signals for itself.
 const glibcSIGRTMIN = unix.Signal(34)
+
+// TestZombieLeader: with the main thread gone (a zombie leader), StopOne
+// picks a live thread, remote calls run on it, and StopAll skips the zombie.
+func TestZombieLeader(t *testing.T) {
+	testenv.NeedRoot(t)
+	tg := startTarget(t, buildTarget(t, "zombieleader", "-O2", "-pthread"))
+	deadline := time.Now().Add(5 * time.Second)
+	for threadState(tg.pid, tg.pid) != 'Z' {
+		if time.Now().After(deadline) {
+			t.Fatal("the leader never became a zombie")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	tr := attach(t, tg.pid)
+	ctx := context.Background()
+	tid, err := tr.StopOne(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tid == tg.pid {
+		t.Fatalf("StopOne stopped the zombie leader %d", tid)
+	}
+	if pid, err := tr.Syscall(ctx, unix.SYS_GETPID); err != nil || int(pid) != tg.pid {
+		t.Fatalf("remote getpid on thread %d: %d, %v", tid, pid, err)
+	}
+	if got, err := tr.Syscall(ctx, unix.SYS_GETTID); err != nil || int(got) != tid {
+		t.Fatalf("remote gettid: %d, %v; want the stopped thread %d", got, err, tid)
+	}
+	if _, err := tr.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.StopAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tr.Stopped()); n != 2 {
+		t.Fatalf("StopAll stopped %d threads, want the 2 live ones", n)
+	}
+	if _, err := tr.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	tg.send("still alive")
+	tg.expect("got still alive", 5*time.Second)
+	tg.stdin.Close()
+	tg.expect("bye", 5*time.Second)
+}
