@@ -57,6 +57,17 @@ func buildTarget(t testing.TB, name string, args ...string) string {
 // startTarget runs the compiled target and waits for its "ready" line.
 func startTarget(t testing.TB, bin string, args ...string) *target {
 	t.Helper()
+	tg := startTargetRaw(t, bin, args...)
+	l := tg.expect("ready", 10*time.Second)
+	if l != fmt.Sprintf("ready %d", tg.pid) {
+		t.Fatalf("target said %q, want ready %d", l, tg.pid)
+	}
+	return tg
+}
+
+// startTargetRaw runs the compiled target without waiting for any line.
+func startTargetRaw(t testing.TB, bin string, args ...string) *target {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -83,10 +94,6 @@ func startTarget(t testing.TB, bin string, args ...string) *target {
 		_ = cmd.Process.Kill()
 		<-tg.done
 	})
-	l := tg.expect("ready", 10*time.Second)
-	if l != fmt.Sprintf("ready %d", tg.pid) {
-		t.Fatalf("target said %q, want ready %d", l, tg.pid)
-	}
 	return tg
 }
 

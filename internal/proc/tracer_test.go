@@ -2,6 +2,8 @@ package proc
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -255,4 +257,62 @@ func TestZombieLeader(t *testing.T) {
 	tg.expect("got still alive", 5*time.Second)
 	tg.stdin.Close()
 	tg.expect("bye", 5*time.Second)
+}
+
+// TestSyscallFrameElsewhere: when the preferred thread's stack has no room
+// for the restore frame, the call runs on another stopped thread.
+func TestSyscallFrameElsewhere(t *testing.T) {
+	testenv.NeedRoot(t)
+	bin := buildTarget(t, "tinystack", "-O2", "-pthread")
+	cmd := startTargetRaw(t, bin)
+	tinyLine := cmd.expect("tiny", 5*time.Second)
+	var tiny int
+	if _, err := fmt.Sscanf(tinyLine, "tiny %d", &tiny); err != nil {
+		t.Fatal(err)
+	}
+	cmd.expect("ready", 5*time.Second)
+	tr := attach(t, cmd.pid)
+	ctx := context.Background()
+	if err := tr.StopAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	maps, err := ReadMaps(cmd.pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var frameErr error
+	tr.do(ctx, func() error {
+		g, err := tr.findGadgets()
+		if err != nil {
+			return err
+		}
+		_, frameErr = tr.writeRestoreFrame(tr.threads[tiny], g, maps)
+		return nil
+	})
+	if frameErr == nil || !strings.Contains(frameErr.Error(), "does not fit") {
+		t.Fatalf("restore frame on the tiny stack: %v, want a does-not-fit error", frameErr)
+	}
+	before := regsOf(t, tr)
+	tr.preferTid = tiny
+	got, err := tr.Syscall(ctx, unix.SYS_GETTID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int(got) == tiny {
+		t.Fatalf("remote gettid ran on the tiny-stack thread %d", tiny)
+	}
+	if _, ok := before[int(got)]; !ok {
+		t.Fatalf("remote gettid ran on %d, not a stopped thread", got)
+	}
+	after := regsOf(t, tr)
+	for tid, r := range before {
+		if after[tid] != r {
+			t.Fatalf("thread %d registers changed", tid)
+		}
+	}
+	if _, err := tr.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.stdin.Close()
+	cmd.expect("bye", 5*time.Second)
 }
