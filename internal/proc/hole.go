@@ -78,7 +78,9 @@ func findHole(maps []Mapping, spec HoleSpec, minAddr, page uint64) (uint64, erro
 		if r.End > reach {
 			lo = max(lo, alignUp(r.End-reach))
 		}
-		hi = min(hi, alignDown(r.Start+reach))
+		if r.Start < userSpaceEnd {
+			hi = min(hi, alignDown(r.Start+reach))
+		}
 	}
 	noHole := func(why string) error {
 		return holeError{fmt.Sprintf("no free address range of %d bytes%s (searched [%#x, %#x)%s); "+

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"runtime"
@@ -268,7 +269,8 @@ func (t *Tracer) StopOne(ctx context.Context) (int, error) {
 // exitedOr turns err into an ExitedError when the process is gone: whatever
 // failed on the way, that is the reason the caller needs.
 func (t *Tracer) exitedOr(err error) error {
-	if err == nil || errors.Is(err, ErrExited) || processAlive(t.pid) && !processDying(t.pid) {
+	if err == nil || errors.Is(err, ErrExited) || errors.Is(err, ErrPermission) || errors.Is(err, ErrAlreadyTraced) ||
+		processAlive(t.pid) && !processDying(t.pid) {
 		return err
 	}
 	return fmt.Errorf("%w (%v)", ExitedError{Pid: t.pid}, err)
@@ -404,7 +406,7 @@ func processDying(pid int) bool {
 	}
 	// A process whose memory is gone has no maps lines left.
 	data, err := os.ReadFile(memFile(pid, "maps"))
-	return err != nil || len(data) == 0
+	return errors.Is(err, fs.ErrNotExist) || err == nil && len(data) == 0
 }
 
 func (t *Tracer) forget(tid int) {
