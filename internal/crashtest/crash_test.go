@@ -382,7 +382,11 @@ func (c *crashRun) trial(n int) (key string, err error) {
 		return key, err
 	}
 	if r.outcome() == "failed" {
-		return key, fmt.Errorf("%v failed with exit status %d instead of being killed or completing: %s", r, r.exitCode, r.output())
+		health := "the target is healthy"
+		if _, err := c.tg.check(); err != nil {
+			health = err.Error()
+		}
+		return key, fmt.Errorf("%v failed with exit status %d instead of being killed or completing: %s; %s", r, r.exitCode, r.output(), health)
 	}
 
 	// Right after the kill: the target lives, runs one side consistently,
@@ -500,6 +504,7 @@ func TestCrashConsistency(t *testing.T) {
 		}
 		key, err := c.trial(n)
 		if err != nil {
+			err = c.withTargetState(err)
 			failed++
 			c.failures[key]++
 			if failed <= maxReported {
@@ -530,6 +535,24 @@ func oneLine(s string, n int) string {
 		s = s[:n] + "..."
 	}
 	return s
+}
+
+// withTargetState adds what the target printed, or how it died, to err when
+// err does not say it already: a failing hotfleet run is often only the
+// messenger of a target that died a moment earlier.
+func (c *crashRun) withTargetState(err error) error {
+	msg := err.Error()
+	if s := strings.TrimSpace(c.tg.stderr.String()); s != "" && !strings.Contains(msg, s) {
+		return fmt.Errorf("%w; the target printed: %s", err, s)
+	}
+	select {
+	case <-c.tg.done:
+		if !strings.Contains(msg, "died") && !strings.Contains(msg, "exited (") {
+			return fmt.Errorf("%w; the target ended: %v", err, c.tg.err)
+		}
+	default:
+	}
+	return err
 }
 
 // knownFinal reports whether a status state is the end of an operation.
