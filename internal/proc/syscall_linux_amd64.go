@@ -37,19 +37,18 @@ const (
 	// xfeatureDynamic marks XTILEDATA (AMX), enabled per process on request.
 	xfeatureDynamic = 1 << 18
 
-	ucFPXstate         = 1
-	ucSigcontextSS     = 2
-	ucStrictRestoreSS  = 4
-	ssFlagsInvalid     = 3 // neither SS_ONSTACK, SS_DISABLE nor 0: rt_sigreturn leaves the altstack alone
-	sysRestartSyscall  = 219
-	errRestartSys      = -512
-	errRestartNoIntr   = -513
-	errRestartNoHand   = -514
-	errRestartBlock    = -516
-	syscallInsnSize    = 2
-	maxErrno           = 4095
-	maxSyscallArgs     = 6
-	singleStepRetryMax = 16 // unrelated stops (signals, late interrupts) tolerated per call
+	ucFPXstate        = 1
+	ucSigcontextSS    = 2
+	ucStrictRestoreSS = 4
+	ssFlagsInvalid    = 3 // neither SS_ONSTACK, SS_DISABLE nor 0: rt_sigreturn leaves the altstack alone
+	errRestartSys     = -512
+	errRestartNoIntr  = -513
+	errRestartNoHand  = -514
+	errRestartBlock   = -516
+	syscallInsnSize   = 2
+	maxErrno          = 4095
+	maxSyscallArgs    = 6
+	maxOtherStops     = 16 // unrelated stops (signals, late interrupts) tolerated per call
 )
 
 var (
@@ -165,10 +164,17 @@ func (t *Tracer) syscall(ctx context.Context, nr int, args []uint64) (uint64, er
 		return 0, t.failSyscall(th, name, fmt.Errorf("set registers: %w", err))
 	}
 	hook("after-setregs")
-
-	hook("after-setregs")
-	cur, err := t.runInjected(ctx, th, g)
+	cur, where, err := t.runInjected(ctx, th, g)
 	if err != nil {
+		if where != atInterrupt && frame != 0 {
+			// The thread is inside the injected call or running towards it;
+			// putting registers back there would not restart its own call
+			// right. Left alone, it finishes the call and the restore frame
+			// returns it exactly to where it was, once it is detached (by
+			// Resume, or at the latest by Close).
+			th.changed = false
+			th.stopped = where != running
+		}
 		return 0, t.failSyscall(th, name, err)
 	}
 	if err := unix.PtraceSetRegs(th.tid, &th.regs); err != nil {
@@ -195,6 +201,16 @@ func (t *Tracer) failSyscall(th *thread, name string, err error) error {
 	return fmt.Errorf("remote %s in pid %d on thread %d: %w", name, t.pid, th.tid, err)
 }
 
+// threadAt says where a thread is during a remote call.
+type threadAt int
+
+const (
+	atInterrupt threadAt = iota // interrupt stop: original registers can be put back
+	atSyscall                   // syscall-entry or -exit stop of the injected call
+	atSignal                    // signal-delivery-stop
+	running                     // resumed, not yet reported stopped again
+)
+
 // runInjected runs the injected `syscall` instruction of th and returns
 // the registers right after it, leaving th in an interrupt stop.
 //
@@ -205,31 +221,34 @@ func (t *Tracer) failSyscall(th *thread, name string, err error) error {
 // which the kernel does not turn into a signal when the tracer dies. The
 // thread then goes back to an interrupt stop, which is also safe to be
 // abandoned in, before its original registers are put back.
-func (t *Tracer) runInjected(ctx context.Context, th *thread, g *gadgets) (unix.PtraceRegs, error) {
-	var cur unix.PtraceRegs
+func (t *Tracer) runInjected(ctx context.Context, th *thread, g *gadgets) (cur unix.PtraceRegs, where threadAt, err error) {
+	where = atInterrupt
 	if err := unix.PtraceSetOptions(th.tid, unix.PTRACE_O_TRACESYSGOOD); err != nil {
-		return cur, t.ptraceErr(th, "set ptrace options", err)
+		return cur, where, t.ptraceErr(th, "set ptrace options", err)
 	}
 	const sysStop = int(unix.SIGTRAP) | 0x80
 	stops := 0 // 0: before entry, 1: at entry, 2: at exit
 	for tries := 0; stops < 2; tries++ {
-		if tries >= singleStepRetryMax {
-			return cur, fmt.Errorf("more than %d other stops came before the call finished; retry", singleStepRetryMax)
+		if tries >= maxOtherStops {
+			return cur, where, fmt.Errorf("more than %d other stops came before the call finished; retry", maxOtherStops)
 		}
 		if err := ptrace(unix.PTRACE_SYSCALL, th.tid, 0, 0); err != nil {
-			return cur, t.ptraceErr(th, "resume into the call", err)
+			return cur, where, t.ptraceErr(th, "resume into the call", err)
 		}
+		where = running
 		ws, err := t.waitTid(ctx, th.tid, stepTimeout)
 		if err != nil {
-			return cur, err
+			return cur, where, err
 		}
 		switch {
 		case ws.Exited() || ws.Signaled():
-			return cur, t.threadGone(th)
+			return cur, where, t.threadGone(th)
 		case !ws.Stopped():
 		case int(ws)>>16 == unix.PTRACE_EVENT_STOP:
 			// A late interrupt stop; the thread has not moved.
+			where = atInterrupt
 		case int(ws.StopSignal()) == sysStop:
+			where = atSyscall
 			stops++
 			th.inSig = false
 			if stops == 1 {
@@ -239,42 +258,45 @@ func (t *Tracer) runInjected(ctx context.Context, th *thread, g *gadgets) (unix.
 			// A signal arrived: keep it for the target, do not deliver it now.
 			th.hold(int(ws.StopSignal()))
 			th.inSig = false
+			where = atSignal
 		}
 	}
 	hook("at-exit")
 	if err := unix.PtraceGetRegs(th.tid, &cur); err != nil {
-		return cur, t.ptraceErr(th, "read registers", err)
+		return cur, where, t.ptraceErr(th, "read registers", err)
 	}
 	if cur.Rip != g.syscallRet+syscallInsnSize {
-		return cur, fmt.Errorf("after the call the thread is at %#x, not %#x after the syscall instruction", cur.Rip, g.syscallRet+syscallInsnSize)
+		return cur, where, fmt.Errorf("after the call the thread is at %#x, not %#x after the syscall instruction", cur.Rip, g.syscallRet+syscallInsnSize)
 	}
 	// Park the thread in an interrupt stop: there, its original registers
 	// take effect through the kernel's own syscall-restart logic, whether
 	// hotfleet detaches it or dies.
 	if err := unix.PtraceInterrupt(th.tid); err != nil {
-		return cur, t.ptraceErr(th, "interrupt", err)
+		return cur, where, t.ptraceErr(th, "interrupt", err)
 	}
 	if err := ptrace(unix.PTRACE_CONT, th.tid, 0, 0); err != nil {
-		return cur, t.ptraceErr(th, "resume to the interrupt stop", err)
+		return cur, where, t.ptraceErr(th, "resume to the interrupt stop", err)
 	}
+	where = running
 	for tries := 0; ; tries++ {
-		if tries >= singleStepRetryMax {
-			return cur, fmt.Errorf("more than %d other stops came before the interrupt stop; retry", singleStepRetryMax)
+		if tries >= maxOtherStops {
+			return cur, where, fmt.Errorf("more than %d other stops came before the interrupt stop; retry", maxOtherStops)
 		}
 		ws, err := t.waitTid(ctx, th.tid, stepTimeout)
 		if err != nil {
-			return cur, err
+			return cur, where, err
 		}
 		switch {
 		case ws.Exited() || ws.Signaled():
-			return cur, t.threadGone(th)
+			return cur, where, t.threadGone(th)
 		case ws.Stopped() && int(ws)>>16 == unix.PTRACE_EVENT_STOP:
+			where = atInterrupt
 			hook("parked")
-			return cur, nil
+			return cur, where, nil
 		case ws.Stopped():
 			th.hold(int(ws.StopSignal()))
 			if err := ptrace(unix.PTRACE_CONT, th.tid, 0, 0); err != nil {
-				return cur, t.ptraceErr(th, "resume to the interrupt stop", err)
+				return cur, atSignal, t.ptraceErr(th, "resume to the interrupt stop", err)
 			}
 		}
 	}

@@ -513,8 +513,10 @@ func (t *Tracer) note(tid int, ws unix.WaitStatus) {
 			return
 		}
 		sig := int(ws.StopSignal())
-		if int(ws)>>16 == unix.PTRACE_EVENT_STOP {
-			th.inSig = false // interrupt stop or group-stop
+		if int(ws)>>16 == unix.PTRACE_EVENT_STOP || sig == int(unix.SIGTRAP)|0x80 {
+			// Interrupt stop or group-stop, or the syscall stop of a remote
+			// call that was abandoned: no signal to hand on.
+			th.inSig = false
 		} else {
 			// A signal arrived first: the thread is stopped too; keep the
 			// signal and hand it back at detach so the target never loses it.
