@@ -166,14 +166,8 @@ func (t *Tracer) syscall(ctx context.Context, nr int, args []uint64) (uint64, er
 	hook("after-setregs")
 	cur, where, err := t.runInjected(ctx, th, g)
 	if err != nil {
-		if where != atInterrupt && frame != 0 {
-			// The thread is inside the injected call or running towards it;
-			// putting registers back there would not restart its own call
-			// right. Left alone, it finishes the call and the restore frame
-			// returns it exactly to where it was, once it is detached (by
-			// Resume, or at the latest by Close).
-			th.changed = false
-			th.stopped = where != running
+		if where != atInterrupt && frame != 0 && !errors.Is(err, ErrExited) {
+			t.abandon(th, g, where)
 		}
 		return 0, t.failSyscall(th, name, err)
 	}
@@ -187,10 +181,40 @@ func (t *Tracer) syscall(ctx context.Context, nr int, args []uint64) (uint64, er
 	return cur.Rax, nil
 }
 
+// abandon gives up a remote call whose thread is inside the injected call
+// or running towards it, where putting the original registers back would
+// not restart the thread's own interrupted call right. The thread is kicked
+// out of the call if it blocks, and told not to restart it (orig_rax = -1);
+// once detached (by Resume, or at the latest by Close) it returns through
+// the restore frame exactly to where it was.
+func (t *Tracer) abandon(th *thread, g *gadgets, where threadAt) {
+	th.changed = false // the restore frame owns the registers now
+	if where == running {
+		th.stopped = false
+		if err := unix.PtraceInterrupt(th.tid); err != nil {
+			return
+		}
+		ws, err := t.waitTid(context.Background(), th.tid, stopTimeout)
+		if err != nil || !ws.Stopped() {
+			return // Resume waits for the stop, Close releases it at the latest
+		}
+		th.stopped = true
+		if int(ws)>>16 != unix.PTRACE_EVENT_STOP && int(ws.StopSignal()) != int(unix.SIGTRAP)|0x80 {
+			th.hold(int(ws.StopSignal()))
+		}
+	}
+	var cur unix.PtraceRegs
+	if unix.PtraceGetRegs(th.tid, &cur) != nil || cur.Rip != g.syscallRet+syscallInsnSize {
+		return
+	}
+	cur.Orig_rax = ^uint64(0)
+	_ = unix.PtraceSetRegs(th.tid, &cur)
+}
+
 // failSyscall puts the thread's registers back (Resume retries if this
 // fails) and explains the failure.
 func (t *Tracer) failSyscall(th *thread, name string, err error) error {
-	if _, ok := t.threads[th.tid]; ok && th.changed {
+	if _, ok := t.threads[th.tid]; ok && th.changed && th.stopped {
 		if serr := unix.PtraceSetRegs(th.tid, &th.regs); serr == nil {
 			th.changed = false
 		}

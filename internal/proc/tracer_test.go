@@ -2,7 +2,9 @@ package proc
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -315,4 +317,44 @@ func TestSyscallFrameElsewhere(t *testing.T) {
 	}
 	cmd.stdin.Close()
 	cmd.expect("bye", 5*time.Second)
+}
+
+// TestSyscallAbandoned: a remote call that blocks is given up when its
+// context expires; the thread that made it goes back to exactly what it was
+// doing (here: reading stdin), with no EINTR.
+func TestSyscallAbandoned(t *testing.T) {
+	testenv.NeedRoot(t)
+	tg := startTarget(t, targetBin(t), "2")
+	// fd 3 is the read end of a pipe nobody ever writes to.
+	if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", tg.pid)); err != nil || !strings.HasPrefix(l, "pipe:") {
+		t.Fatalf("fd 3 of the target is %q, %v; want a pipe", l, err)
+	}
+	tr := attach(t, tg.pid)
+	ctx := context.Background()
+	if _, err := tr.StopOne(ctx); err != nil {
+		t.Fatal(err)
+	}
+	buf, err := tr.Syscall(ctx, unix.SYS_MMAP, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = tr.Syscall(cctx, unix.SYS_READ, 3, buf, 1)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("blocking remote read: %v, want the context's deadline", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("abandoning the call took %v", d)
+	}
+	if _, err := tr.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if tt := waitUntraced(tg.pid); len(tt) != 0 {
+		t.Fatalf("threads %v still traced", tt)
+	}
+	b, s := tg.status() // the main thread reads stdin again
+	tg.waitProgress(b+1, s+1)
+	tg.finish()
 }
