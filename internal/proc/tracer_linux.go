@@ -160,8 +160,9 @@ func (t *Tracer) Pid() int { return t.pid }
 // Mem is the process's memory.
 func (t *Tracer) Mem() *Mem { return t.mem }
 
-// ptrace issues one raw ptrace request; x/sys/unix has no helpers that pass a
-// signal to PTRACE_DETACH or PTRACE_SINGLESTEP.
+// ptrace issues one raw ptrace request: x/sys/unix has no helpers that pass
+// a signal to PTRACE_DETACH, PTRACE_SYSCALL or PTRACE_CONT, nor a regset
+// request for NT_X86_XSTATE.
 func ptrace(req int, tid int, addr, data uintptr) error {
 	_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), addr, data, 0, 0)
 	if e != 0 {
@@ -224,9 +225,13 @@ func (t *Tracer) stopAll(ctx context.Context) error {
 func (t *Tracer) StopOne(ctx context.Context) (int, error) {
 	var tid int
 	err := t.do(ctx, func() error {
-		for _, th := range t.threads {
-			if th.stopped {
-				tid = th.tid
+		if th := t.threads[t.pid]; th != nil && th.stopped {
+			tid = th.tid
+			return nil
+		}
+		for _, id := range t.order {
+			if th := t.threads[id]; th != nil && th.stopped {
+				tid = id
 				return nil
 			}
 		}
