@@ -6,8 +6,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,18 +50,12 @@ func TestModules(t *testing.T) {
 	for _, pie := range []string{"-pie", "-no-pie"} {
 		t.Run(pie, func(t *testing.T) {
 			exe := testenv.CC(t, filepath.Join(dir, "withlib"+pie), pie, "-Wl,--build-id=sha1", filepath.Join("testdata", "withlib.c"), lib, "-Wl,-rpath,"+dir)
-			cmd := exec.Command(exe)
-			stdin, _ := cmd.StdinPipe()
-			var out bytes.Buffer
-			cmd.Stdout = &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
+			tg := startTargetRaw(t, exe)
+			if l := tg.expect("ready", 10*time.Second); l != fmt.Sprintf("ready %d 42", tg.pid) {
+				t.Fatalf("target said %q", l)
 			}
-			defer func() { stdin.Close(); cmd.Wait() }()
-			for i := 0; i < 500 && !strings.Contains(out.String(), "ready"); i++ {
-				time.Sleep(10 * time.Millisecond)
-			}
-			pid := cmd.Process.Pid
+			defer func() { tg.stdin.Close(); tg.expect("bye", 10*time.Second) }()
+			pid := tg.pid
 			// The executable's file is replaced, as a package upgrade does.
 			exeID := fileBuildID(t, exe)
 			if err := os.WriteFile(exe+".new", []byte("not the same file"), 0o755); err != nil {
