@@ -589,6 +589,8 @@ func shadowStackOn(pid, tid int) bool {
 // target would see a spurious EINTR from hotfleet's stop.
 var eintrOnStop = map[uint64]bool{
 	unix.SYS_EPOLL_WAIT: true, unix.SYS_EPOLL_PWAIT: true, unix.SYS_EPOLL_PWAIT2: true,
+	unix.SYS_RT_SIGTIMEDWAIT: true, unix.SYS_SEMOP: true, unix.SYS_SEMTIMEDOP: true,
+	unix.SYS_IO_GETEVENTS: true, unix.SYS_IO_PGETEVENTS: true,
 }
 
 // undoStopEINTR makes a thread that our interrupt knocked out of such a call

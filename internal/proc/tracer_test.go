@@ -19,7 +19,7 @@ func targetBin(t testing.TB) string {
 }
 
 // TestStopAllResume stops a target with 16 busy threads plus threads
-// blocked in read, epoll_wait and nanosleep, many times, and checks that
+// blocked in read, epoll_wait, nanosleep and sigwaitinfo, many times, and checks that
 // every thread carries on afterwards with no EINTR, no short sleep and no
 // corrupted FP state.
 func TestStopAllResume(t *testing.T) {
@@ -35,8 +35,8 @@ func TestStopAllResume(t *testing.T) {
 			t.Fatalf("round %d: StopAll: %v", i, err)
 		}
 		st := tr.Stopped()
-		if len(st) != 16+3 {
-			t.Fatalf("round %d: %d threads stopped, want 19", i, len(st))
+		if len(st) != 16+4 {
+			t.Fatalf("round %d: %d threads stopped, want 20", i, len(st))
 		}
 		for _, th := range st {
 			if th.PC == 0 || th.SP == 0 {
@@ -59,7 +59,7 @@ func TestStopAllResume(t *testing.T) {
 		}
 		time.Sleep(time.Duration(i%7) * 3 * time.Millisecond)
 	}
-	t.Logf("%d stop/resume rounds of 19 threads, max pause %v", rounds, maxPause)
+	t.Logf("%d stop/resume rounds of 20 threads, max pause %v", rounds, maxPause)
 	b, s := tg.status()
 	tg.waitProgress(b+2, s+2) // nanosleep(1s) keeps completing full seconds
 	tg.finish()

@@ -1,6 +1,6 @@
 // Target for the proc tests: busy threads doing AVX float math that check
-// their own results, and threads blocked in read, epoll_wait and nanosleep
-// that fail loudly on EINTR or a short sleep. Commands arrive on stdin:
+// their own results, and threads blocked in read, epoll_wait, nanosleep and
+// sigwaitinfo that fail loudly on EINTR or a short sleep. Commands arrive on stdin:
 //   "status\n" prints "status <min busy progress> <sleeps> <epoll wakeups>"
 //   any other line is echoed as "got <line>"; EOF exits 0.
 #define _GNU_SOURCE
@@ -75,6 +75,19 @@ static void *sleeper(void *arg) {
 	return NULL;
 }
 
+static void *waiter(void *arg) {
+	(void)arg;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR2);
+	for (;;) {
+		if (sigwaitinfo(&set, NULL) < 0)
+			die(errno == EINTR ? "EINTR sigwaitinfo" : "sigwaitinfo");
+		die("sigwaitinfo returned a signal nobody sent");
+	}
+	return NULL;
+}
+
 static void *poller(void *arg) {
 	(void)arg;
 	for (;;) {
@@ -104,12 +117,14 @@ int main(int argc, char **argv) {
 	sigset_t rt;
 	sigemptyset(&rt);
 	sigaddset(&rt, SIGRTMIN);
+	sigaddset(&rt, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &rt, NULL);
 	pthread_t th;
 	for (long i = 0; i < nbusy; i++)
 		pthread_create(&th, NULL, busy, (void *)i);
 	pthread_create(&th, NULL, sleeper, NULL);
 	pthread_create(&th, NULL, poller, NULL);
+	pthread_create(&th, NULL, waiter, NULL);
 	printf("ready %d\n", getpid());
 	// The main thread is the reader: blocked in read() on stdin.
 	char line[256];
