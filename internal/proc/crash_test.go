@@ -115,7 +115,8 @@ func threadIn(t *testing.T, pid int, nr int) int {
 
 // TestSyscallCrashSafe kills the process making a remote system call at
 // every point where the target thread's registers are changed, on threads
-// blocked in read, nanosleep and epoll_wait and on a busy AVX thread. The
+// blocked in read, nanosleep, epoll_wait and sigwaitinfo and on a busy AVX
+// thread. The
 // target must go on as if nothing happened: no EINTR, no short sleep, no
 // corrupted FP state, no lost input, no thread left traced.
 func TestSyscallCrashSafe(t *testing.T) {
@@ -123,9 +124,10 @@ func TestSyscallCrashSafe(t *testing.T) {
 	tg := startTarget(t, targetBin(t), "4")
 	tg.waitProgress(1, 1)
 	threads := map[string]int{
-		"read":       tg.pid,
-		"nanosleep":  threadIn(t, tg.pid, unix.SYS_CLOCK_NANOSLEEP),
-		"epoll_wait": threadIn(t, tg.pid, unix.SYS_EPOLL_WAIT),
+		"read":        tg.pid,
+		"nanosleep":   threadIn(t, tg.pid, unix.SYS_CLOCK_NANOSLEEP),
+		"epoll_wait":  threadIn(t, tg.pid, unix.SYS_EPOLL_WAIT),
+		"sigwaitinfo": threadIn(t, tg.pid, unix.SYS_RT_SIGTIMEDWAIT),
 	}
 	tids, _ := Threads(tg.pid)
 	threads["busy"] = tids[1] // created first: a busy thread
@@ -135,7 +137,7 @@ func TestSyscallCrashSafe(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := 0
-	for _, name := range []string{"read", "nanosleep", "epoll_wait", "busy"} {
+	for _, name := range []string{"read", "nanosleep", "epoll_wait", "sigwaitinfo", "busy"} {
 		for _, point := range points {
 			tid := threads[name]
 			t.Logf("kill at %s with the %s thread (%d) making the call", point, name, tid)
