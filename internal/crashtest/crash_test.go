@@ -204,6 +204,12 @@ func status(ctx context.Context, pid int) (string, region, error) {
 	return found, reg, nil
 }
 
+// interrupted reports whether a region in this state is an operation a
+// killed hotfleet left half done.
+func interrupted(state string) bool {
+	return state == "prepared" || state == "switching" || state == "reverting"
+}
+
 // live reports whether a region in this state may hold switched sites.
 func live(state string) bool {
 	return state == "applied" || state == "switching" || state == "reverting"
@@ -398,6 +404,9 @@ func (c *crashRun) trial(n int) (key string, err error) {
 	state, reg, err := status(c.ctx, c.tg.pid)
 	if err != nil {
 		return key, fmt.Errorf("after %v (%s): %w", r, r.outcome(), err)
+	}
+	if interrupted(state) && (reg.Consistent || reg.Problem == "") {
+		return key, fmt.Errorf("after %v (%s): status says %q but not what is left to do (%+v)", r, r.outcome(), state, reg)
 	}
 	if want, ok := expectCode(state); ok && got != want {
 		return key, fmt.Errorf("after %v (%s): status says %q (%+v) but the target runs %v code", r, r.outcome(), state, reg, got)
