@@ -10,12 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,7 +60,8 @@ func BenchmarkPause(b *testing.B) {
 func benchPause(b *testing.B, exe string, bd *bundle.Bundle, funcs, threads int) {
 	ctx := context.Background()
 	tg := startBenchTarget(b, exe, threads)
-	opts := livepatch.Options{}
+	steps := &stepRecorder{}
+	opts := livepatch.Options{Log: slog.New(steps)}
 
 	// The numbers mean something only if the patch does what it says.
 	if _, err := livepatch.Apply(ctx, tg.pid, bd, opts); err != nil {
@@ -74,6 +77,7 @@ func benchPause(b *testing.B, exe string, bd *bundle.Bundle, funcs, threads int)
 		b.Fatalf("after reverting %s the functions run old(0)/new(1) code %s, want %s", bd.ID, got, want)
 	}
 
+	steps.reset()
 	applyPause := make([]time.Duration, 0, b.N)
 	revertPause := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
@@ -102,6 +106,15 @@ func benchPause(b *testing.B, exe string, bd *bundle.Bundle, funcs, threads int)
 	b.ReportMetric(pmax, "max-us")
 	_, rp99, _ := benchPercentiles(revertPause)
 	b.ReportMetric(rp99, "revert-p99-us")
+	// Where the pause goes, as far as the engine reports it: stopping every
+	// thread, then checking their PCs and stacks.
+	for _, step := range []string{"stop", "scan"} {
+		if d := steps.get(step); len(d) > 0 {
+			p50, p99, _ := benchPercentiles(d)
+			b.ReportMetric(p50, step+"-p50-us")
+			b.ReportMetric(p99, step+"-p99-us")
+		}
+	}
 	// The machine's load says how far to trust the numbers: every stopped
 	// thread must get a CPU to enter its stop, so other work inflates them.
 	if load, err := loadAverage(); err == nil {
@@ -120,6 +133,45 @@ func loadAverage() (float64, error) {
 		return 0, errors.New("/proc/loadavg is empty")
 	}
 	return strconv.ParseFloat(f[0], 64)
+}
+
+// stepRecorder is a slog handler that keeps the durations the engine logs
+// for the steps of a stop (attributes "stop" and "scan"), and nothing else.
+type stepRecorder struct {
+	mu    sync.Mutex
+	steps map[string][]time.Duration
+}
+
+func (r *stepRecorder) Enabled(context.Context, slog.Level) bool { return true }
+
+func (r *stepRecorder) Handle(_ context.Context, rec slog.Record) error {
+	rec.Attrs(func(a slog.Attr) bool {
+		if (a.Key == "stop" || a.Key == "scan") && a.Value.Kind() == slog.KindDuration {
+			r.mu.Lock()
+			if r.steps == nil {
+				r.steps = map[string][]time.Duration{}
+			}
+			r.steps[a.Key] = append(r.steps[a.Key], a.Value.Duration())
+			r.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+func (r *stepRecorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *stepRecorder) WithGroup(string) slog.Handler      { return r }
+
+func (r *stepRecorder) reset() {
+	r.mu.Lock()
+	r.steps = nil
+	r.mu.Unlock()
+}
+
+func (r *stepRecorder) get(step string) []time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.steps[step])
 }
 
 // benchPercentiles returns the median, the 99th percentile (nearest rank) and the
