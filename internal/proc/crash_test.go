@@ -51,7 +51,10 @@ func runHelper(spec string) int {
 			return 3
 		}
 		fmt.Println("held")
-		select {}
+		// Sleep rather than block forever: with every goroutine blocked the
+		// runtime would end the process, and with it the trace.
+		time.Sleep(time.Hour)
+		return 0
 	case "crash":
 		tid, _ := strconv.Atoi(f[2])
 		point := f[3]
