@@ -349,7 +349,7 @@ func (t *Tracer) threadGone(th *thread) error {
 // timeout are honoured.
 func (t *Tracer) waitTid(ctx context.Context, tid int, timeout time.Duration) (unix.WaitStatus, error) {
 	deadline := time.Now().Add(timeout)
-	var p poller
+	p := poller{realtime: t.realtime}
 	for {
 		var ws unix.WaitStatus
 		wpid, err := unix.Wait4(tid, &ws, unix.WNOHANG|unix.WALL, nil)

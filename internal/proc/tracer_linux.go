@@ -31,13 +31,21 @@ const (
 	// stepTimeout bounds the wait for one single-stepped remote system call:
 	// the calls hotfleet makes (mmap, munmap, mprotect, prctl) never block.
 	stepTimeout = 5 * time.Second
-	// spinFor is how long we poll for stops without sleeping: a running
-	// thread reaches its stop within microseconds, and sleeping on the first
-	// miss would add a timer tick to every pause.
+	// spinFor is how long we poll for stops without sleeping when the tracer
+	// runs at normal priority: a running thread reaches its stop within
+	// microseconds, and sleeping on the first miss would add a timer tick.
+	// A real-time tracer never spins: it would take a CPU from the very
+	// threads that must run to reach their stops.
 	spinFor = 200 * time.Microsecond
-	// maxPollSleep caps the back-off between polls after that, and so the
-	// time a stop can go unnoticed, which adds to the pause.
+	// minPollSleep and maxPollSleep bound the back-off between polls, and so
+	// the time a stop can go unnoticed, which adds to the pause.
+	minPollSleep = 5 * time.Microsecond
 	maxPollSleep = 200 * time.Microsecond
+	// tracerRTPriority is the SCHED_FIFO priority of the tracer thread: above
+	// every normal thread, so that a busy target (more runnable threads than
+	// CPUs) cannot delay the tracer while its threads are stopped, and far
+	// below the kernel's own real-time threads.
+	tracerRTPriority = 10
 )
 
 // Tracer controls one process. All ptrace requests for it are issued by one
@@ -60,6 +68,7 @@ type Tracer struct {
 	gadgets   *gadgets        // syscall gadgets, found once per process
 	preferTid int             // thread remote syscalls should use first; 0: the leader
 	osTid     int             // the OS thread that is the tracer of every seized thread
+	realtime  bool            // osTid runs SCHED_FIFO (see raisePriority)
 	closed    bool
 }
 
@@ -128,6 +137,7 @@ func (t *Tracer) loop(locked chan struct{}) {
 		return
 	}
 	t.osTid = unix.Gettid()
+	t.raisePriority()
 	if locked != nil {
 		close(locked)
 	}
@@ -193,23 +203,35 @@ func (t *Tracer) stopAll(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("stop pid %d: %w", t.pid, err)
 		}
-		fresh := 0
+		// Seize every new thread before interrupting any: seizing does not
+		// stop a thread, so its cost stays out of the pause.
+		var fresh []int
 		for _, tid := range tids {
 			if _, ok := t.threads[tid]; ok {
 				continue
 			}
 			ok, err := t.seize(tid)
 			if err != nil {
+				// Those already seized must stop too: only a stopped
+				// tracee can be detached.
+				for _, f := range fresh {
+					t.interrupt(f)
+				}
 				return err
 			}
 			if ok {
-				fresh++
+				fresh = append(fresh, tid)
+			}
+		}
+		for _, tid := range fresh {
+			if _, err := t.interrupt(tid); err != nil {
+				return err
 			}
 		}
 		if err := t.waitAllStopped(ctx); err != nil {
 			return err
 		}
-		if fresh == 0 {
+		if len(fresh) == 0 {
 			if len(t.threads) == 0 {
 				return fmt.Errorf("stop pid %d: %w", t.pid, ExitedError{Pid: t.pid})
 			}
@@ -246,6 +268,9 @@ func (t *Tracer) StopOne(ctx context.Context) (int, error) {
 				continue
 			}
 			ok, err := t.seize(c)
+			if err == nil && ok {
+				ok, err = t.interrupt(c)
+			}
 			if err != nil {
 				t.releaseAll()
 				return err
@@ -320,6 +345,12 @@ func (t *Tracer) seize(tid int) (bool, error) {
 	}
 	t.threads[tid] = &thread{tid: tid}
 	t.order = append(t.order, tid)
+	return true, nil
+}
+
+// interrupt asks a seized thread to stop. It reports false, with no error,
+// when the thread exited in between.
+func (t *Tracer) interrupt(tid int) (bool, error) {
 	if t.firstStop.IsZero() {
 		t.firstStop = time.Now()
 	}
@@ -427,7 +458,7 @@ func (t *Tracer) forget(tid int) {
 // waitAllStopped waits until every seized thread is in a ptrace stop or gone.
 func (t *Tracer) waitAllStopped(ctx context.Context) error {
 	deadline := time.Now().Add(stopTimeout)
-	var p poller
+	p := poller{realtime: t.realtime}
 	for {
 		pending := 0
 		for _, th := range t.threads {
@@ -486,22 +517,46 @@ func (t *Tracer) waitAllStopped(ctx context.Context) error {
 // each time, up to maxPollSleep. Blocking waits cannot honour a deadline
 // (the Go runtime restarts interrupted system calls), so we poll.
 type poller struct {
-	start time.Time
-	sleep time.Duration
+	start    time.Time
+	sleep    time.Duration
+	realtime bool // the tracer thread runs SCHED_FIFO: never spin
 }
 
-func (p *poller) reset() { *p = poller{} }
+func (p *poller) reset() { *p = poller{realtime: p.realtime} }
 
 func (p *poller) wait() {
 	if p.start.IsZero() {
 		p.start = time.Now()
 	}
-	if time.Since(p.start) < spinFor {
+	if !p.realtime && time.Since(p.start) < spinFor {
 		runtime.Gosched()
 		return
 	}
-	p.sleep = min(max(2*p.sleep, 10*time.Microsecond), maxPollSleep)
-	time.Sleep(p.sleep)
+	p.sleep = min(max(2*p.sleep, minPollSleep), maxPollSleep)
+	// Sleep the locked OS thread itself: a Go timer would hand the wake-up
+	// to the runtime's scheduler, whose threads have normal priority.
+	ts := unix.NsecToTimespec(p.sleep.Nanoseconds())
+	for unix.Nanosleep(&ts, &ts) == unix.EINTR {
+	}
+}
+
+// raisePriority makes the tracer thread real-time (SCHED_FIFO) when the
+// kernel allows it, so that stopping, switching and resuming a process with
+// more runnable threads than CPUs is not stretched by the scheduler: the
+// stopped threads' pause is the tracer's working time, not its waiting for
+// a CPU. Without CAP_SYS_NICE it stays at normal priority.
+func (t *Tracer) raisePriority() {
+	attr := unix.SchedAttr{
+		Size:     unix.SizeofSchedAttr,
+		Policy:   unix.SCHED_FIFO,
+		Priority: tracerRTPriority,
+		Flags:    unix.SCHED_FLAG_RESET_ON_FORK,
+	}
+	if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+		t.log.Debug("tracer stays at normal priority", "pid", t.pid, "err", err)
+		return
+	}
+	t.realtime = true
 }
 
 // note records one wait status of a seized thread during a stop.
