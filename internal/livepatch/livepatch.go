@@ -28,6 +28,8 @@ import (
 
 	"hotfleet/internal/bundle"
 	"hotfleet/internal/proc"
+
+	"golang.org/x/sys/unix"
 )
 
 // Options tune one operation on one process.
@@ -57,13 +59,18 @@ type Result struct {
 
 // Applied is one region found in a process.
 type Applied struct {
-	Pid       int
-	PatchID   string
-	Level     uint32
-	BuildID   []byte
-	Module    string
-	State     string // "prepared", "switching", "applied", "reverting", "reverted", "superseded"
-	Region    uint64
+	Pid     int
+	PatchID string
+	Level   uint32
+	BuildID []byte
+	Module  string
+	State   string // "prepared", "switching", "applied", "reverting", "reverted", "superseded"
+	Region  uint64
+	// Mapping is the region's name in /proc/PID/maps:
+	// "[anon:hotfleet:ID:Ln]" (prctl), "/memfd:hotfleet:ID:Ln (deleted)"
+	// (memfd-backed, kernels without anonymous mapping names), or "" when
+	// the kernel allowed neither.
+	Mapping   string
 	Functions []AppliedFunc
 	// Consistent tells whether the state and the bytes at the sites agree
 	// and no operation was left half done; Problem explains otherwise.
@@ -125,7 +132,10 @@ const (
 	protExec          = 0x4
 	mapPrivate        = 0x02
 	mapAnonymous      = 0x20
+	mapFixed          = 0x10
 	mapFixedNoreplace = 0x100000
+	mfdCloexec        = 0x1
+	mfdExec           = 0x10
 	prSetVMA          = 0x53564d41
 	prSetVMAAnonName  = 0
 )
@@ -440,9 +450,20 @@ func (s *session) prepareOne(b *bundle.Bundle, p *modPlan) error {
 			return fmt.Errorf("map %d bytes at %#x: the kernel placed them at %#x instead (unmapped again: %v); this kernel lacks MAP_FIXED_NOREPLACE (Linux 4.17+)", h.RegionSize, hint, addr, uerr)
 		}
 		p.addr = addr
+		var enc []byte
 		err = s.planSites(p)
 		if err == nil {
-			err = s.mem.WriteAt(h.encode(), addr)
+			enc = h.encode()
+			err = s.writeHeader(enc, addr)
+		}
+		if err == nil {
+			// The name lets 'status' find the region from the maps alone.
+			// It is read from the header just written, inside the target.
+			s.nameRegion(addr, h.RegionSize, addr+mapNameOffset(enc))
+			if !hasMagic(s.mem, addr) {
+				// Backing by a memfd replaced the pages: write the header again.
+				err = s.writeHeader(enc, addr)
+			}
 		}
 		if err != nil {
 			_, uerr := s.remote(syscall.SYS_MUNMAP, addr, h.RegionSize)
@@ -452,12 +473,6 @@ func (s *session) prepareOne(b *bundle.Bundle, p *modPlan) error {
 			}
 			p.addr = 0
 			return err
-		}
-		// The name lets 'status' find the region from the maps alone. It is
-		// read from the header just written, inside the target.
-		_, err = s.remote(syscall.SYS_PRCTL, prSetVMA, prSetVMAAnonName, addr, h.RegionSize, addr+mapNameOffset(h.encode()))
-		if err != nil {
-			s.log.Info("region left unnamed", "pid", s.pid, "addr", addr, "err", err)
 		}
 		if _, err := s.t.Resume(); err != nil {
 			return fmt.Errorf("resume after mapping the patch code: %w", err)
@@ -474,6 +489,80 @@ func (s *session) prepareOne(b *bundle.Bundle, p *modPlan) error {
 	if err := s.mem.WriteAt(p.stubs, p.addr+stubBase(h)); err != nil {
 		return fmt.Errorf("write the switch stubs at %#x: %w", p.addr+stubBase(h), err)
 	}
+	return nil
+}
+
+// writeHeader writes an encoded region header at addr, the magic last: a
+// hotfleet killed in the middle of a header spanning several pages leaves no
+// magic, so the half-written header is never read as a region.
+func (s *session) writeHeader(enc []byte, addr uint64) error {
+	if err := s.mem.WriteAt(enc[len(regionMagic):], addr+uint64(len(regionMagic))); err != nil {
+		return fmt.Errorf("write the region header at %#x: %w", addr, err)
+	}
+	if err := s.mem.WriteAt(enc[:len(regionMagic)], addr); err != nil {
+		return fmt.Errorf("write the region header at %#x: %w", addr, err)
+	}
+	return nil
+}
+
+// nameRegion names the region [addr, addr+size) in /proc/PID/maps after the
+// NUL-terminated name at nameAt in the target, with one thread stopped:
+// prctl where the kernel names anonymous mappings, otherwise by mapping a
+// memfd of that name over the same range. A region that neither names stays
+// anonymous and is found by its magic. On return the range is mapped R-X,
+// either by the original anonymous pages (header intact) or by fresh zero
+// pages that need the header again; the caller checks the magic to tell.
+func (s *session) nameRegion(addr, size, nameAt uint64) {
+	_, err := s.remote(syscall.SYS_PRCTL, prSetVMA, prSetVMAAnonName, addr, size, nameAt)
+	if err == nil {
+		return
+	}
+	if !errors.Is(err, syscall.EINVAL) {
+		s.log.Info("region left unnamed", "pid", s.pid, "addr", addr, "err", err)
+		return
+	}
+	if err := s.backByMemfd(addr, size, nameAt); err != nil {
+		s.log.Info("region left unnamed", "pid", s.pid, "addr", addr, "err", err)
+	}
+}
+
+// backByMemfd replaces the anonymous pages of [addr, addr+size) by a private
+// R-X mapping of a new memfd named after the string at nameAt, so that
+// /proc/PID/maps shows "/memfd:NAME (deleted)" for the region. The private
+// mapping keeps /proc/PID/mem writes in the target's own copies; nothing is
+// ever mapped writable. The fd is closed at once: the mapping holds the file.
+func (s *session) backByMemfd(addr, size, nameAt uint64) error {
+	fd, err := s.remote(unix.SYS_MEMFD_CREATE, nameAt, mfdCloexec|mfdExec)
+	if errors.Is(err, syscall.EINVAL) {
+		// Kernels before 6.3 know no MFD_EXEC (and need none to map it R-X).
+		fd, err = s.remote(unix.SYS_MEMFD_CREATE, nameAt, mfdCloexec)
+	}
+	if err != nil {
+		return fmt.Errorf("memfd_create: %w", err)
+	}
+	s.opts.failpoint("memfd")
+	defer func() {
+		if _, err := s.remote(syscall.SYS_CLOSE, fd); err != nil {
+			s.log.Warn("close the region's memfd in the target", "pid", s.pid, "fd", fd, "err", err)
+		}
+	}()
+	if _, err := s.remote(syscall.SYS_FTRUNCATE, fd, size); err != nil {
+		return fmt.Errorf("ftruncate memfd %d to %d bytes: %w", fd, size, err)
+	}
+	got, err := s.remote(syscall.SYS_MMAP, addr, size, protRead|protExec, mapPrivate|mapFixed, fd, 0)
+	if err == nil && got != addr {
+		err = fmt.Errorf("mapped at %#x instead", got)
+	}
+	if err != nil {
+		// A failed MAP_FIXED may have unmapped the range already: map
+		// anonymous pages again unless the old ones are still there.
+		_, rerr := s.remote(syscall.SYS_MMAP, addr, size, protRead|protExec, mapPrivate|mapAnonymous|mapFixedNoreplace, ^uint64(0), 0)
+		if rerr != nil && !errors.Is(rerr, syscall.EEXIST) {
+			s.log.Warn("map the region again after a failed memfd mapping", "pid", s.pid, "addr", addr, "err", rerr)
+		}
+		return fmt.Errorf("map memfd %d over the region at %#x: %w", fd, addr, err)
+	}
+	s.opts.failpoint("named")
 	return nil
 }
 

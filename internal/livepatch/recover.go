@@ -4,6 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"hotfleet/internal/proc"
 )
 
 // Recover finishes or undoes whatever an interrupted earlier run left in the
@@ -56,6 +62,11 @@ func (s *session) recover() ([]string, error) {
 			}
 			done = append(done, fmt.Sprintf("%s: a revert was interrupted; finished it (%d of %d sites restored now)", what, n, len(r.Sites)))
 		}
+	}
+	more, err := s.removeLeftovers()
+	done = append(done, more...)
+	if err != nil {
+		return done, err
 	}
 	var idle []*region
 	for _, r := range regions {
@@ -240,4 +251,73 @@ func (s *session) restoreWatch(r *region, strict bool) (int, bool, error) {
 	}
 	r.State = stateReverted
 	return n, used[0], nil
+}
+
+// removeLeftovers undoes what an apply killed while naming its region by a
+// memfd left: a hotfleet-named mapping without a header (never switched to)
+// is unmapped, and memfds of hotfleet still open in the target are closed
+// (a mapping of one holds its own reference, so closing is always safe).
+func (s *session) removeLeftovers() ([]string, error) {
+	var done []string
+	maps, err := proc.ReadMaps(s.pid)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range findLeftovers(s.mem, maps) {
+		if _, err := s.t.StopOne(s.ctx); err != nil {
+			return done, fmt.Errorf("unmap leftover mapping %#x: stop a thread: %w", m.Start, err)
+		}
+		_, err := s.remote(syscall.SYS_MUNMAP, m.Start, m.End-m.Start)
+		if _, rerr := s.t.Resume(); err == nil && rerr != nil {
+			err = rerr
+		}
+		if err != nil {
+			return done, fmt.Errorf("unmap leftover mapping %#x (%s): %w", m.Start, m.Path, err)
+		}
+		done = append(done, fmt.Sprintf("mapping %#x (%s): an apply was interrupted before writing its header; removed it", m.Start, m.Path))
+	}
+	if len(leakedMemfds(s.pid)) == 0 {
+		return done, nil
+	}
+	// Every thread stays stopped from the second look at the fds to the
+	// close: no thread can close one and open something else under its number.
+	if err := s.t.StopAll(s.ctx); err != nil {
+		return done, fmt.Errorf("close leaked memfds: stop the threads: %w", err)
+	}
+	var closed []string
+	for _, fd := range leakedMemfds(s.pid) {
+		if _, err := s.remote(syscall.SYS_CLOSE, uint64(fd)); err != nil {
+			s.resume()
+			return done, fmt.Errorf("close leaked memfd %d: %w", fd, err)
+		}
+		closed = append(closed, strconv.Itoa(fd))
+	}
+	if _, err := s.t.Resume(); err != nil {
+		return done, fmt.Errorf("resume after closing leaked memfds: %w", err)
+	}
+	if len(closed) > 0 {
+		done = append(done, fmt.Sprintf("fd %s: an apply was interrupted while naming its region; closed the memfd it left open", strings.Join(closed, ", ")))
+	}
+	return done, nil
+}
+
+// leakedMemfds lists the target's fds open on a memfd hotfleet created.
+// Unreadable entries are skipped: fds come and go while the target runs.
+func leakedMemfds(pid int) []int {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if link, err := os.Readlink(dir + "/" + e.Name()); err == nil && strings.HasPrefix(link, memfdNamePrefix) {
+			out = append(out, fd)
+		}
+	}
+	return out
 }

@@ -33,6 +33,11 @@ const (
 	maxModuleNameLen = 255
 	// mapNamePrefix starts the name of every region in /proc/PID/maps.
 	mapNamePrefix = "hotfleet:"
+	// anonNamePrefix and memfdNamePrefix start a region's path in
+	// /proc/PID/maps when prctl named it, and when a memfd of that name backs
+	// it (kernels without CONFIG_ANON_VMA_NAME).
+	anonNamePrefix  = "[anon:" + mapNamePrefix
+	memfdNamePrefix = "/memfd:" + mapNamePrefix
 )
 
 // Byte offsets of the fields that change after the region is written. Each is
@@ -133,6 +138,9 @@ type header struct {
 // region is a header found in a target at Addr.
 type region struct {
 	Addr uint64
+	// Mapping is the path of the mapping holding the region in
+	// /proc/PID/maps: its name, or "" when the kernel could not name it.
+	Mapping string
 	header
 }
 
@@ -352,13 +360,34 @@ func readRegion(mem *proc.Mem, addr uint64) (*region, error) {
 	return &region{Addr: addr, header: h}, nil
 }
 
+// named reports whether hotfleet named the mapping: by prctl, or by backing
+// it with a memfd of the region's name.
+func named(m proc.Mapping) bool {
+	return strings.HasPrefix(m.Path, anonNamePrefix) || strings.HasPrefix(m.Path, memfdNamePrefix)
+}
+
 // candidate reports whether a mapping may hold hotfleet regions: named by
-// hotfleet, or anonymous and executable (kernels without mapping names).
+// hotfleet, or anonymous and executable (kernels that could name it neither
+// way).
 func candidate(m proc.Mapping) bool {
-	if strings.HasPrefix(m.Path, "[anon:"+mapNamePrefix) {
+	if named(m) {
 		return true
 	}
 	return m.Path == "" && m.Inode == 0 && m.Exec() && m.Readable()
+}
+
+// findLeftovers returns the hotfleet-named mappings that do not start with a
+// region header: an apply killed after backing its region by a memfd and
+// before writing the header again leaves one. No site can jump into it (the
+// sites are written only after the header), so it is safe to unmap.
+func findLeftovers(mem *proc.Mem, maps []proc.Mapping) []proc.Mapping {
+	var out []proc.Mapping
+	for _, m := range maps {
+		if named(m) && !hasMagic(mem, m.Start) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // maxScanPages bounds how many pages of one anonymous executable mapping are
@@ -377,7 +406,7 @@ func findRegions(mem *proc.Mem, maps []proc.Mapping) ([]*region, error) {
 		if !candidate(m) {
 			continue
 		}
-		named := strings.HasPrefix(m.Path, "[anon:"+mapNamePrefix)
+		isNamed := named(m)
 		end := min(m.End, m.Start+maxScanPages*pageSize)
 		for addr := m.Start; addr < end; {
 			if !hasMagic(mem, addr) {
@@ -386,7 +415,7 @@ func findRegions(mem *proc.Mem, maps []proc.Mapping) ([]*region, error) {
 			}
 			r, err := readRegion(mem, addr)
 			if err != nil {
-				if named {
+				if isNamed {
 					return nil, err
 				}
 				addr += pageSize // an unrelated mapping that happens to hold the bytes
@@ -395,6 +424,7 @@ func findRegions(mem *proc.Mem, maps []proc.Mapping) ([]*region, error) {
 			if r.RegionSize == 0 || r.RegionSize%pageSize != 0 || r.End() > m.End {
 				return nil, fmt.Errorf("region at %#x claims %#x bytes, but its mapping ends at %#x", addr, r.RegionSize, m.End)
 			}
+			r.Mapping = m.Path
 			out = append(out, r)
 			addr = r.End()
 		}

@@ -78,7 +78,7 @@ func Status(ctx context.Context, pid int) ([]Applied, error) {
 	for _, r := range regions {
 		a := Applied{
 			Pid: pid, PatchID: r.PatchID, Level: r.Level, BuildID: r.BuildID,
-			Module: r.Module, State: r.State.String(), Region: r.Addr, AppliedAt: appliedAt(r.AppliedNs),
+			Module: r.Module, State: r.State.String(), Region: r.Addr, Mapping: r.Mapping, AppliedAt: appliedAt(r.AppliedNs),
 		}
 		jumps, active := 0, 0
 		for i := range r.Sites {
