@@ -194,6 +194,10 @@ func TestRecoverMemfdLeftovers(t *testing.T) {
 			if named := hotfleetMappings(t, p.Pid); len(named) != c.named {
 				t.Errorf("hotfleet mappings after the kill = %+v, want %d", named, c.named)
 			}
+			// 'status --recover' over every process must reach it.
+			if patched, err := livepatch.Patched(ctx); err != nil || !containsPid(patched, p.Pid) {
+				t.Errorf("Patched() = %v, %v after the kill; want it to list pid %d", patched, err, p.Pid)
+			}
 			if fds := hotfleetFds(t, p.Pid); len(fds) != 1 {
 				t.Errorf("leaked memfds after the kill = %v, want 1", fds)
 			}

@@ -155,7 +155,9 @@ func Targets(ctx context.Context, b *bundle.Bundle) ([]int, error) {
 	return out, err
 }
 
-// Patched lists the processes holding at least one hotfleet region.
+// Patched lists the processes holding at least one hotfleet region, or a
+// hotfleet-named mapping an interrupted apply left without a header (so that
+// a recover over all of them removes it).
 func Patched(ctx context.Context) ([]int, error) {
 	var out []int
 	err := eachProcess(ctx, func(pid int) {
@@ -165,6 +167,10 @@ func Patched(ctx context.Context) ([]int, error) {
 		}
 		var cand []proc.Mapping
 		for _, m := range maps {
+			if named(m) {
+				out = append(out, pid)
+				return
+			}
 			if candidate(m) {
 				cand = append(cand, m)
 			}
