@@ -81,6 +81,7 @@ type thread struct {
 	sig     int             // signal taken at a signal-delivery-stop, re-injected at detach
 	extra   []int           // further signals taken while sig was held, re-sent after detach
 	inSig   bool            // the thread sits in a signal-delivery-stop (detach data delivers)
+	asked   bool            // PTRACE_INTERRUPT was sent: a stop is coming
 }
 
 // Attach prepares to control pid: it opens the process's memory and starts
@@ -223,13 +224,51 @@ func (t *Tracer) stopAll(ctx context.Context) error {
 				fresh = append(fresh, tid)
 			}
 		}
+		// A thread blocked in a call that the kernel fails with EINTR on a
+		// stop (epoll_wait...) is stopped last and alone, and its registers
+		// are repaired the moment it stops (undoStopEINTR): should hotfleet
+		// die in between, the kernel would resume it with the EINTR, so that
+		// window is kept to one thread's stop instead of the whole stop.
+		var late []int
 		for _, tid := range fresh {
+			if blockedInEINTRCall(t.pid, tid) {
+				late = append(late, tid)
+				continue
+			}
 			if _, err := t.interrupt(tid); err != nil {
+				t.interruptAll()
 				return err
 			}
 		}
 		if err := t.waitAllStopped(ctx); err != nil {
+			t.interruptAll()
 			return err
+		}
+		for _, tid := range late {
+			if th := t.threads[tid]; th == nil || th.stopped {
+				continue // exited, or stopped for a signal meanwhile
+			}
+			ok, err := t.interrupt(tid)
+			if err != nil {
+				t.interruptAll()
+				return err
+			}
+			if !ok {
+				continue
+			}
+			ws, err := t.waitTid(ctx, tid, stopTimeout)
+			if err != nil {
+				if errors.Is(err, ErrExited) || !processAlive(t.pid) {
+					return fmt.Errorf("stop pid %d: %w", t.pid, ExitedError{Pid: t.pid})
+				}
+				if st := threadState(t.pid, tid); st == 0 || st == 'Z' || st == 'X' {
+					t.forget(tid) // this thread exited; the process lives on
+					continue
+				}
+				t.interruptAll()
+				return fmt.Errorf("stop pid %d: %w", t.pid, err)
+			}
+			t.note(tid, ws)
 		}
 		if len(fresh) == 0 {
 			if len(t.threads) == 0 {
@@ -354,6 +393,9 @@ func (t *Tracer) interrupt(tid int) (bool, error) {
 	if t.firstStop.IsZero() {
 		t.firstStop = time.Now()
 	}
+	if th := t.threads[tid]; th != nil {
+		th.asked = true
+	}
 	if err := unix.PtraceInterrupt(tid); err != nil {
 		if errors.Is(err, unix.ESRCH) {
 			t.forget(tid) // exited between seize and interrupt
@@ -362,6 +404,34 @@ func (t *Tracer) interrupt(tid int) (bool, error) {
 		return false, fmt.Errorf("interrupt thread %d of pid %d: %w", tid, t.pid, err)
 	}
 	return true, nil
+}
+
+// interruptAll asks every seized thread not yet asked to stop: only a
+// stopped tracee can be detached, so an error path must stop them all
+// before releasing them.
+func (t *Tracer) interruptAll() {
+	for _, tid := range t.order {
+		if th := t.threads[tid]; th != nil && !th.asked && !th.stopped {
+			t.interrupt(tid)
+		}
+	}
+}
+
+// blockedInEINTRCall reports whether tid sleeps in one of the system calls
+// that a ptrace stop fails with EINTR (see eintrOnStop). The kernel reports
+// the call of a blocked thread in /proc/PID/task/TID/syscall, "running"
+// otherwise; a thread that wakes meanwhile is simply stopped first.
+func blockedInEINTRCall(pid, tid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, tid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return false
+	}
+	nr, err := strconv.ParseUint(f[0], 10, 64)
+	return err == nil && eintrOnStop[nr]
 }
 
 // permissionError explains why the kernel refused to let us trace tid of pid.
@@ -462,7 +532,7 @@ func (t *Tracer) waitAllStopped(ctx context.Context) error {
 	for {
 		pending := 0
 		for _, th := range t.threads {
-			if !th.stopped {
+			if !th.stopped && th.asked {
 				pending++
 			}
 		}
@@ -504,7 +574,7 @@ func (t *Tracer) waitAllStopped(ctx context.Context) error {
 		}
 		if time.Now().After(deadline) {
 			for tid, th := range t.threads {
-				if !th.stopped {
+				if !th.stopped && th.asked {
 					return fmt.Errorf("stop pid %d: thread %d did not stop within %v (state %q); it may be in uninterruptible sleep, retry later", t.pid, tid, stopTimeout, threadState(t.pid, tid))
 				}
 			}
@@ -650,6 +720,7 @@ func (t *Tracer) releaseAll() (time.Duration, error) {
 		return 0, nil
 	}
 	var errs []error
+	t.interruptAll()
 	if err := t.waitAllStopped(context.Background()); err != nil {
 		errs = append(errs, err)
 	}
