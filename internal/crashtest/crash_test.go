@@ -295,6 +295,7 @@ type crashRun struct {
 	phases   counts // what each kill interrupted, by status right after it
 	outcomes counts // what the next run did
 	failures counts // failed trials by what was killed where
+	targets  []*target
 }
 
 func (c *crashRun) opArgs(op int) []string {
@@ -331,6 +332,7 @@ func (c *crashRun) newTarget(measure bool) {
 		}
 	}
 	c.tg = startTarget(t, c.prog.exe)
+	c.targets = append(c.targets, c.tg)
 	c.applied = false
 	if err := c.checkCode(allOld); err != nil {
 		t.Fatalf("fresh %s target: %v", c.variant, err)
@@ -530,6 +532,11 @@ func TestCrashConsistency(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("%d trials (%d failed) in %v, seed %d", numTrials, failed, time.Since(begin).Round(time.Second), seed)
+	var eintrs uint64
+	for _, tg := range c.targets {
+		eintrs += tg.epollEINTR
+	}
+	t.Logf("epoll_wait calls failed with EINTR (a hotfleet killed between a thread's interrupt and its stop; see testdata/target.c): %d", eintrs)
 	t.Logf("what each kill interrupted (operation, kill, how the run ended, status right after):\n%v", c.phases)
 	t.Logf("what the next run did (operation killed, then, exit status and final status):\n%v", c.outcomes)
 	if failed > 0 {

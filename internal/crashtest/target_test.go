@@ -198,6 +198,9 @@ type target struct {
 	err    error         // from Wait, valid after done
 	stderr lockedBuffer
 	rounds uint64 // slowest worker's rounds at the last query
+	// epollEINTR counts the target's epoll_wait calls that failed with
+	// EINTR, at the last query.
+	epollEINTR uint64
 }
 
 // lockedBuffer collects what the target writes on stderr.
@@ -296,8 +299,11 @@ func (tg *target) query() (codeState, uint64, []int, error) {
 		return 0, 0, nil, err
 	}
 	f := strings.Fields(line)
-	if len(f) != 2+len(patchedFuncs) || f[0] != "state" {
-		return 0, 0, nil, fmt.Errorf("target %d answered %q, want 'state ROUNDS K0..K4'", tg.pid, line)
+	if len(f) != 3+len(patchedFuncs) || f[0] != "state" {
+		return 0, 0, nil, fmt.Errorf("target %d answered %q, want 'state ROUNDS K0..K4 EPOLL_EINTR'", tg.pid, line)
+	}
+	if tg.epollEINTR, err = strconv.ParseUint(f[len(f)-1], 10, 64); err != nil {
+		return 0, 0, nil, fmt.Errorf("target %d answered %q: %w", tg.pid, line, err)
 	}
 	rounds, err := strconv.ParseUint(f[1], 10, 64)
 	if err != nil {

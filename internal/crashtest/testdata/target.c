@@ -10,14 +10,20 @@
  *
  * Three more threads sit in blocking system calls that hotfleet's stop must
  * not disturb: read (which also serves the test's queries on stdin),
- * nanosleep and epoll_wait. Any EINTR is fatal.
+ * nanosleep and epoll_wait. An EINTR from read or nanosleep is fatal: the
+ * kernel restarts them after any stop. epoll_wait is different: Linux fails
+ * it with EINTR after a ptrace stop (signal(7)), and hotfleet repairs that at
+ * the moment the thread stops; only a hotfleet SIGKILLed between a thread's
+ * interrupt and its stop leaves the EINTR in place, which every program
+ * must already handle for debuggers and SIGSTOP/SIGCONT. So this thread
+ * counts such EINTRs (reported as the last field of "state") and retries.
  *
  * Every failure prints a line starting with "ERROR" on stderr and aborts, so
  * the test sees both the message and the death.
  *
  * Protocol on stdin/stdout: the target prints "ready PID" once all threads
  * run. For each "q" line it answers
- *   "state ROUNDS K0 K1 K2 K3 K4"
+ *   "state ROUNDS K0 K1 K2 K3 K4 EPOLL_EINTR"
  * where ROUNDS is the number of rounds the slowest worker completed (so the
  * test can tell that every worker still runs) and Ki is
  * 0 when hf_fi returned the old value, 1 for the new one, -1 for neither.
@@ -124,6 +130,8 @@ static void *sleeper(void *arg) {
 	return NULL;
 }
 
+static atomic_ulong epoll_eintr;
+
 static void *poller(void *arg) {
 	(void)arg;
 	int p[2];
@@ -138,6 +146,10 @@ static void *poller(void *arg) {
 	for (;;) {
 		struct epoll_event out;
 		int n = epoll_wait(ep, &out, 1, 50);
+		if (n < 0 && errno == EINTR) {
+			atomic_fetch_add(&epoll_eintr, 1);
+			continue;
+		}
 		if (n < 0)
 			die("epoll_wait: %s", strerror(errno));
 		if (n > 0)
@@ -175,7 +187,7 @@ int main(void) {
 				if (r < rounds)
 					rounds = r;
 			}
-			printf("state %llu %d %d %d %d %d\n", (unsigned long long)rounds, k[0], k[1], k[2], k[3], k[4]);
+			printf("state %llu %d %d %d %d %d %lu\n", (unsigned long long)rounds, k[0], k[1], k[2], k[3], k[4], atomic_load(&epoll_eintr));
 			fflush(stdout);
 		}
 	}
