@@ -150,3 +150,32 @@ func TestStubsRunOldCodeUntilSwitched(t *testing.T) {
 	p.Expect("branchy", "3")
 	p.Expect("answer", "42")
 }
+
+// TestRevertFinishesInterruptedRevert checks that reverting again after a
+// revert was killed half way finishes it and reports success, not "not
+// applied".
+func TestRevertFinishesInterruptedRevert(t *testing.T) {
+	bin := lptest.BuildTarget(t, "testdata/target.c", "target")
+	p := lptest.Start(t, bin)
+	b := lptest.MakeBundle(t, bin, "hf-unrevert", 1, lptest.Fn{Old: "answer", Code: lptest.Ret(42)}, lptest.Fn{Old: "second", Code: lptest.Ret(43)})
+	ctx := context.Background()
+	if _, err := livepatch.Apply(ctx, p.Pid, b, livepatch.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runHelper(t, selfCopy(t), "revert", p.Pid, b, nil, livepatch.FailpointEnv+"=reverting")
+	if err == nil {
+		t.Fatalf("hotfleet was not killed:\n%s", out)
+	}
+	res, err := livepatch.Revert(ctx, p.Pid, b.ID, livepatch.Options{})
+	if err != nil {
+		t.Fatalf("revert after the interrupted revert: %v", err)
+	}
+	if res.Functions != 2 || len(res.Recovered) == 0 || !strings.Contains(res.Recovered[0], "finished it") {
+		t.Errorf("revert after the kill = %+v; want the interrupted revert of 2 functions finished", res)
+	}
+	p.Expect("answer", "1")
+	p.Expect("second", "2")
+	if st := status(t, p.Pid); len(st) != 0 {
+		t.Errorf("regions left after the revert: %+v", st)
+	}
+}

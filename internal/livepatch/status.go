@@ -23,6 +23,16 @@ func Revert(ctx context.Context, pid int, id string, opts Options) (Result, erro
 		return res, wrap(err)
 	}
 	defer s.close()
+	// A revert of this very patch that an earlier run left half done is
+	// finished by recover: then this revert has succeeded, not failed.
+	var interrupted []*region
+	if before, err := s.regions(); err == nil {
+		for _, r := range before {
+			if r.PatchID == id && r.State == stateReverting {
+				interrupted = append(interrupted, r)
+			}
+		}
+	}
 	res.Recovered, err = s.recover()
 	if err != nil {
 		return res, wrap(fmt.Errorf("finish what an earlier run left: %w", err))
@@ -36,6 +46,13 @@ func Revert(ctx context.Context, pid int, id string, opts Options) (Result, erro
 		if r.PatchID == id && r.State == stateApplied {
 			todo = append(todo, r)
 		}
+	}
+	if len(todo) == 0 && len(interrupted) > 0 {
+		for _, r := range interrupted {
+			res.Level = r.Level
+			res.Functions += len(r.Sites)
+		}
+		return res, nil
 	}
 	if len(todo) == 0 {
 		return res, newErr(ErrNotApplied, "patch %s is not applied in pid %d", id, pid)
