@@ -257,6 +257,7 @@ type statusRegion struct {
 	BuildID    string       `json:"build_id"`
 	State      string       `json:"state"`
 	Region     string       `json:"region"`
+	Mapping    string       `json:"mapping,omitempty"` // the region's name in /proc/PID/maps
 	Functions  []statusFunc `json:"functions"`
 	Consistent bool         `json:"consistent"`
 	Problem    string       `json:"problem,omitempty"`
@@ -303,7 +304,7 @@ func cmdPatchStatus(ctx context.Context, args []string) error {
 			row := statusRegion{
 				Pid: p, Comm: name, PatchID: a.PatchID, Level: a.Level, Module: a.Module,
 				BuildID: hex.EncodeToString(a.BuildID), State: a.State,
-				Region: "0x" + strconv.FormatUint(a.Region, 16), Consistent: a.Consistent, Problem: a.Problem,
+				Region: "0x" + strconv.FormatUint(a.Region, 16), Mapping: a.Mapping, Consistent: a.Consistent, Problem: a.Problem,
 				Functions: []statusFunc{},
 			}
 			if !a.AppliedAt.IsZero() {
