@@ -40,12 +40,16 @@ const (
 	// minPollSleep and maxPollSleep bound the back-off between polls, and so
 	// the time a stop can go unnoticed, which adds to the pause.
 	minPollSleep = 5 * time.Microsecond
-	maxPollSleep = 200 * time.Microsecond
+	maxPollSleep = 50 * time.Microsecond
 	// tracerRTPriority is the SCHED_FIFO priority of the tracer thread: above
 	// every normal thread, so that a busy target (more runnable threads than
 	// CPUs) cannot delay the tracer while its threads are stopped, and far
 	// below the kernel's own real-time threads.
 	tracerRTPriority = 10
+	// zombieCheckAfter is how long a stop may be awaited before threads are
+	// checked for having become zombies (which never stop): running threads
+	// stop within microseconds, and the check is costly.
+	zombieCheckAfter = 2 * time.Millisecond
 )
 
 // Tracer controls one process. All ptrace requests for it are issued by one
@@ -229,12 +233,17 @@ func (t *Tracer) stopAll(ctx context.Context) error {
 		// are repaired the moment it stops (undoStopEINTR): should hotfleet
 		// die in between, the kernel would resume it with the EINTR, so that
 		// window is kept to one thread's stop instead of the whole stop.
-		var late []int
+		// Classify every thread before interrupting any: reading /proc
+		// costs microseconds a thread, which must not count in the pause.
+		var late, now []int
 		for _, tid := range fresh {
 			if blockedInEINTRCall(t.pid, tid) {
 				late = append(late, tid)
-				continue
+			} else {
+				now = append(now, tid)
 			}
+		}
+		for _, tid := range now {
 			if _, err := t.interrupt(tid); err != nil {
 				t.interruptAll()
 				return err
@@ -561,11 +570,15 @@ func (t *Tracer) waitAllStopped(ctx context.Context) error {
 			continue
 		}
 		// Nothing ready: a zombie never reaches a stop; drop it (the
-		// sweep in releaseAll reaps it once the kernel lets us).
-		for tid, th := range t.threads {
-			if !th.stopped {
-				if s := threadState(t.pid, tid); s == 0 || s == 'Z' || s == 'X' {
-					t.forget(tid)
+		// sweep in releaseAll reaps it once the kernel lets us). Reading
+		// every thread's state costs tens of microseconds a thread, so it
+		// is done only once the stops are overdue, not on every poll.
+		if p.waited() >= zombieCheckAfter {
+			for tid, th := range t.threads {
+				if !th.stopped {
+					if s := threadState(t.pid, tid); s == 0 || s == 'Z' || s == 'X' {
+						t.forget(tid)
+					}
 				}
 			}
 		}
@@ -593,6 +606,14 @@ type poller struct {
 }
 
 func (p *poller) reset() { *p = poller{realtime: p.realtime} }
+
+// waited is how long this poller has been waiting since its first wait.
+func (p *poller) waited() time.Duration {
+	if p.start.IsZero() {
+		return 0
+	}
+	return time.Since(p.start)
+}
 
 func (p *poller) wait() {
 	if p.start.IsZero() {
