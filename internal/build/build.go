@@ -206,23 +206,32 @@ func (b *builder) checkData() error {
 		if os.Size != fs.Size {
 			return fmt.Errorf("%w: variable %s changes size from %d to %d bytes; running processes keep the old layout; keep the old variable and put new fields in a shadow variable", ErrRefused, fs.Name, os.Size, fs.Size)
 		}
-		ob, err := b.orig.symBytes(os)
+		same, err := b.sameObject(os, fs)
 		if err != nil {
 			return err
 		}
-		fb, err := b.fixed.symBytes(fs)
-		if err != nil {
-			return err
-		}
-		same, err := b.sameRelocs(os, fs)
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(ob, fb) || !same {
+		if !same {
 			return fmt.Errorf("%w: the initial value of %s changed; running processes already hold (and may have modified) its current value, so a hot patch cannot change it: set the new value from the new code, or ship the change as a restart update", ErrRefused, fs.Name)
 		}
 	}
 	return nil
+}
+
+// sameObject reports whether a data symbol of orig.o and its namesake in
+// fixed.o hold the same bytes and the same relocations.
+func (b *builder) sameObject(os, fs *elfx.Symbol) (bool, error) {
+	ob, err := b.orig.symBytes(os)
+	if err != nil {
+		return false, err
+	}
+	fb, err := b.fixed.symBytes(fs)
+	if err != nil {
+		return false, err
+	}
+	if !bytes.Equal(ob, fb) {
+		return false, nil
+	}
+	return b.sameRelocs(os, fs)
 }
 
 // checkConstAndInit refuses two changes a patch of one file cannot carry:
@@ -246,19 +255,11 @@ func (b *builder) checkConstAndInit() error {
 		if os == nil {
 			continue // new: no other file can use it yet
 		}
-		ob, err := b.orig.symBytes(os)
+		same, err := b.sameObject(os, fs)
 		if err != nil {
 			return err
 		}
-		fb, err := b.fixed.symBytes(fs)
-		if err != nil {
-			return err
-		}
-		same, err := b.sameRelocs(os, fs)
-		if err != nil {
-			return err
-		}
-		if os.Size != fs.Size || !bytes.Equal(ob, fb) || !same {
+		if os.Size != fs.Size || !same {
 			return fmt.Errorf("%w: the global constant %s changed; code in other files of %s keeps reading the old copy: make it static if only this file uses it, or ship the change as a restart update", ErrRefused, fs.Name, b.tgt.name)
 		}
 	}
