@@ -3,10 +3,6 @@ package crashtest
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
-	"debug/elf"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,6 +16,7 @@ import (
 	"time"
 
 	"hotfleet/internal/bundle"
+	"hotfleet/internal/livepatch/lptest"
 	"hotfleet/internal/testenv"
 )
 
@@ -69,10 +66,10 @@ func buildProgram(t *testing.T, v variant) program {
 	orig := testenv.CC(t, filepath.Join(dir, "orig.o"), append(common, "-c", "testdata/funcs_old.c")...)
 	fixed := testenv.CC(t, filepath.Join(dir, "fixed.o"), append(common, "-c", "testdata/funcs_new.c")...)
 	exe := testenv.CC(t, filepath.Join(dir, "target-"+v.name), append(common, "-pthread", "-Wl,--build-id", "testdata/target.c", orig)...)
-	b, err := handBundle(exe, fixed)
-	if err != nil {
-		t.Fatalf("make the bundle for %s: %v", exe, err)
-	}
+	// Made by hand from the ELF files, so that this test depends on the
+	// engine only, not on the builder.
+	b := lptest.MakeBundle(t, exe, patchID, patchLevel, lptest.ObjectFns(t, fixed, patchedFuncs...)...)
+	b.Description = "crash test: change five functions together"
 	data, err := bundle.Marshal(b)
 	if err != nil {
 		t.Fatalf("encode the bundle for %s: %v", exe, err)
@@ -82,110 +79,6 @@ func buildProgram(t *testing.T, v variant) program {
 		t.Fatal(err)
 	}
 	return program{exe: exe, bundle: hfp}
-}
-
-// handBundle writes the bundle for the crash test's patch directly from the
-// ELF files, so this test depends on the engine only, not on the builder. The
-// new functions are the code gcc generated for funcs_new.c; they make no
-// references, so they need no fixups.
-func handBundle(exe, fixedObj string) (*bundle.Bundle, error) {
-	ef, err := elf.Open(exe)
-	if err != nil {
-		return nil, err
-	}
-	defer ef.Close()
-	buildID, err := gnuBuildID(ef)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", exe, err)
-	}
-	syms, err := ef.Symbols()
-	if err != nil {
-		return nil, fmt.Errorf("%s: read symbols: %w", exe, err)
-	}
-	of, err := elf.Open(fixedObj)
-	if err != nil {
-		return nil, err
-	}
-	defer of.Close()
-
-	m := bundle.Module{BuildID: buildID, Name: filepath.Base(exe)}
-	for _, name := range patchedFuncs {
-		var sym *elf.Symbol
-		for i := range syms {
-			if syms[i].Name == name && elf.ST_TYPE(syms[i].Info) == elf.STT_FUNC {
-				sym = &syms[i]
-			}
-		}
-		if sym == nil || sym.Size == 0 {
-			return nil, fmt.Errorf("%s: no sized function symbol %s", exe, name)
-		}
-		old, err := readVaddr(ef, sym.Value, sym.Size)
-		if err != nil {
-			return nil, fmt.Errorf("%s: old bytes of %s: %w", exe, name, err)
-		}
-		sec := of.Section(".text." + name)
-		if sec == nil {
-			return nil, fmt.Errorf("%s: no section .text.%s (compile with -ffunction-sections)", fixedObj, name)
-		}
-		if of.Section(".rela.text."+name) != nil {
-			return nil, fmt.Errorf("%s: %s has relocations, which a hand-made bundle cannot link", fixedObj, name)
-		}
-		code, err := sec.Data()
-		if err != nil {
-			return nil, fmt.Errorf("%s: read %s: %w", fixedObj, name, err)
-		}
-		for len(m.Code)%16 != 0 {
-			m.Code = append(m.Code, 0xcc) // int3 between functions
-		}
-		sum := sha256.Sum256(old)
-		m.Funcs = append(m.Funcs, bundle.Func{
-			Name: name, Site: sym.Value, OldSize: uint32(sym.Size), OldHash: sum[:],
-			Offset: uint32(len(m.Code)), Size: uint32(len(code)),
-		})
-		m.Code = append(m.Code, code...)
-	}
-	b := &bundle.Bundle{ID: patchID, Level: patchLevel, Description: "crash test: change five functions together", Modules: []bundle.Module{m}}
-	return b, b.Validate()
-}
-
-// gnuBuildID returns the descriptor of the NT_GNU_BUILD_ID note.
-func gnuBuildID(f *elf.File) ([]byte, error) {
-	for _, s := range f.Sections {
-		if s.Type != elf.SHT_NOTE {
-			continue
-		}
-		data, err := s.Data()
-		if err != nil {
-			return nil, err
-		}
-		for len(data) >= 12 {
-			namesz := int(binary.LittleEndian.Uint32(data[0:]))
-			descsz := int(binary.LittleEndian.Uint32(data[4:]))
-			typ := binary.LittleEndian.Uint32(data[8:])
-			nameEnd := 12 + (namesz+3)&^3
-			descEnd := nameEnd + (descsz+3)&^3
-			if descEnd > len(data) || 12+namesz > len(data) {
-				break
-			}
-			if typ == 3 && string(bytes.TrimRight(data[12:12+namesz], "\x00")) == "GNU" {
-				return data[nameEnd : nameEnd+descsz], nil
-			}
-			data = data[descEnd:]
-		}
-	}
-	return nil, errors.New("no GNU build-id note (link with -Wl,--build-id)")
-}
-
-// readVaddr reads size bytes at link-time address addr from the file.
-func readVaddr(f *elf.File, addr, size uint64) ([]byte, error) {
-	for _, s := range f.Sections {
-		if s.Type == elf.SHT_PROGBITS && addr >= s.Addr && addr+size <= s.Addr+s.Size {
-			buf := make([]byte, size)
-			_, err := s.ReadAt(buf, int64(addr-s.Addr))
-			return buf, err
-		}
-	}
-	return nil, fmt.Errorf("address %#x+%d is in no section", addr, size)
 }
 
 // target is a running target process.

@@ -2,11 +2,7 @@ package livepatch_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"debug/elf"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +19,7 @@ import (
 
 	"hotfleet/internal/bundle"
 	"hotfleet/internal/livepatch"
+	"hotfleet/internal/livepatch/lptest"
 	"hotfleet/internal/testenv"
 )
 
@@ -45,10 +42,7 @@ func BenchmarkPause(b *testing.B) {
 	exe := testenv.CC(b, filepath.Join(dir, "bench-target"), append(flags, "-pthread", "-Wl,--build-id", "testdata/bench/target.c", orig)...)
 
 	for _, funcs := range []int{1, 10} {
-		bd, err := benchBundle(exe, fixed, fmt.Sprintf("bench-%d", funcs), benchFuncs[:funcs])
-		if err != nil {
-			b.Fatalf("make the benchmark bundle: %v", err)
-		}
+		bd := lptest.MakeBundle(b, exe, fmt.Sprintf("bench-%d", funcs), 1, lptest.ObjectFns(b, fixed, benchFuncs[:funcs]...)...)
 		for _, threads := range []int{1, 16, 64} {
 			b.Run(fmt.Sprintf("funcs=%d/threads=%d", funcs, threads), func(b *testing.B) {
 				benchPause(b, exe, bd, funcs, threads)
@@ -261,77 +255,4 @@ func (tg *benchTarget) query(b *testing.B) string {
 		b.Fatalf("query bench target %d: %v", tg.pid, err)
 	}
 	return strings.TrimPrefix(tg.line(b), "funcs ")
-}
-
-// benchBundle makes the bundle that replaces names in exe with their code in
-// fixedObj, straight from the ELF files: the functions make no references, so
-// they need no linking.
-func benchBundle(exe, fixedObj, id string, names []string) (*bundle.Bundle, error) {
-	ef, err := elf.Open(exe)
-	if err != nil {
-		return nil, err
-	}
-	defer ef.Close()
-	buildID, err := benchBuildID(ef)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", exe, err)
-	}
-	syms, err := ef.Symbols()
-	if err != nil {
-		return nil, fmt.Errorf("%s: read symbols: %w", exe, err)
-	}
-	of, err := elf.Open(fixedObj)
-	if err != nil {
-		return nil, err
-	}
-	defer of.Close()
-	m := bundle.Module{BuildID: buildID, Name: filepath.Base(exe)}
-	for _, name := range names {
-		i := slices.IndexFunc(syms, func(s elf.Symbol) bool { return s.Name == name && elf.ST_TYPE(s.Info) == elf.STT_FUNC })
-		if i < 0 || syms[i].Size == 0 {
-			return nil, fmt.Errorf("%s: no sized function symbol %s", exe, name)
-		}
-		sym := syms[i]
-		sec := ef.Sections[sym.Section]
-		old := make([]byte, sym.Size)
-		if _, err := sec.ReadAt(old, int64(sym.Value-sec.Addr)); err != nil {
-			return nil, fmt.Errorf("%s: old bytes of %s: %w", exe, name, err)
-		}
-		nsec := of.Section(".text." + name)
-		if nsec == nil || of.Section(".rela.text."+name) != nil {
-			return nil, fmt.Errorf("%s: %s is not in its own section without relocations", fixedObj, name)
-		}
-		code, err := nsec.Data()
-		if err != nil {
-			return nil, fmt.Errorf("%s: read %s: %w", fixedObj, name, err)
-		}
-		for len(m.Code)%16 != 0 {
-			m.Code = append(m.Code, 0xcc)
-		}
-		sum := sha256.Sum256(old)
-		m.Funcs = append(m.Funcs, bundle.Func{Name: name, Site: sym.Value, OldSize: uint32(sym.Size), OldHash: sum[:], Offset: uint32(len(m.Code)), Size: uint32(len(code))})
-		m.Code = append(m.Code, code...)
-	}
-	bd := &bundle.Bundle{ID: id, Level: 1, Modules: []bundle.Module{m}}
-	return bd, bd.Validate()
-}
-
-// benchBuildID returns the descriptor of the NT_GNU_BUILD_ID note.
-func benchBuildID(f *elf.File) ([]byte, error) {
-	s := f.Section(".note.gnu.build-id")
-	if s == nil {
-		return nil, errors.New("no .note.gnu.build-id section (link with -Wl,--build-id)")
-	}
-	data, err := s.Data()
-	if err != nil {
-		return nil, err
-	}
-	if len(data) < 16 || !bytes.Equal(data[12:16], []byte("GNU\x00")) {
-		return nil, errors.New("malformed .note.gnu.build-id section")
-	}
-	n := binary.LittleEndian.Uint32(data[4:])
-	if uint64(n) > uint64(len(data)-16) {
-		return nil, errors.New("truncated .note.gnu.build-id section")
-	}
-	return data[16 : 16+n], nil
 }

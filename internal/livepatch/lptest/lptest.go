@@ -181,6 +181,34 @@ type Fn struct {
 	Quiescent bool
 }
 
+// ObjectFns returns an Fn for each named function, replacing it with the
+// function's code in obj, an object compiled with -ffunction-sections. The
+// functions must make no references: a hand-made bundle links nothing.
+func ObjectFns(t testing.TB, obj string, names ...string) []Fn {
+	t.Helper()
+	f, err := elf.Open(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var fns []Fn
+	for _, name := range names {
+		sec := f.Section(".text." + name)
+		if sec == nil {
+			t.Fatalf("%s: no section .text.%s (compile with -ffunction-sections)", obj, name)
+		}
+		if f.Section(".rela.text."+name) != nil {
+			t.Fatalf("%s: %s has relocations, which a hand-made bundle cannot link", obj, name)
+		}
+		code, err := sec.Data()
+		if err != nil {
+			t.Fatalf("%s: read %s: %v", obj, name, err)
+		}
+		fns = append(fns, Fn{Old: name, Code: code})
+	}
+	return fns
+}
+
 // MakeBundle builds a bundle by hand for the functions of bin, and passes it
 // through the encoder and decoder as a real one would.
 func MakeBundle(t testing.TB, bin, id string, level uint32, fns ...Fn) *bundle.Bundle {
