@@ -35,11 +35,25 @@ const (
 	slotSize  = 8  // one GOT slot holds one address
 )
 
-// Options describe one build.
+// Unit is one source file compiled twice: before and after the fix.
+type Unit struct {
+	Orig    string // original source file's object
+	Patched string // fixed source file's object
+	Source  string // the source file as compiled, for messages (optional)
+}
+
+// Options describe one build: the units of one target module.
 type Options struct {
-	Target      string // executable or shared library the processes run
-	Orig        string // original source file's object
-	Patched     string // fixed source file's object
+	Target string // executable or shared library the processes run
+	// Symbols, when set, is an unstripped ELF file with the same build-id
+	// as Target (the rebuilt original); its symbols stand in for a
+	// stripped Target's.
+	Symbols string
+	// Units are the changed source files of this module. Orig and Patched
+	// are the shorthand for a single unit.
+	Units       []Unit
+	Orig        string
+	Patched     string
 	ID          string
 	Level       uint32
 	CVEs        []string
@@ -86,6 +100,18 @@ func Build(ctx context.Context, opts Options) (res *Result, err error) {
 			res, err = nil, fmt.Errorf("build patch from %s and %s: %w: the builder failed on unexpected input (%v); check that both are gcc objects for x86-64", opts.Orig, opts.Patched, elfx.ErrMalformed, r)
 		}
 	}()
+	if len(opts.Units) == 0 && opts.Orig != "" {
+		opts.Units = []Unit{{Orig: opts.Orig, Patched: opts.Patched}}
+	}
+	if len(opts.Units) == 1 {
+		opts.Orig, opts.Patched = opts.Units[0].Orig, opts.Units[0].Patched
+	}
+	if len(opts.Units) > 1 {
+		return nil, fmt.Errorf("build: %d changed source files for %s: one bundle module from several files is not supported yet", len(opts.Units), opts.Target)
+	}
+	if opts.Symbols != "" {
+		return nil, fmt.Errorf("build: --symbols for a stripped target is not supported yet")
+	}
 	if opts.Target == "" || opts.Orig == "" || opts.Patched == "" {
 		return nil, errors.New("build: target, orig and patched objects are all required")
 	}
