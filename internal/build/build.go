@@ -106,41 +106,63 @@ func Build(ctx context.Context, opts Options) (res *Result, err error) {
 	if len(opts.Units) == 1 {
 		opts.Orig, opts.Patched = opts.Units[0].Orig, opts.Units[0].Patched
 	}
-	if len(opts.Units) > 1 {
-		return nil, fmt.Errorf("build: %d changed source files for %s: one bundle module from several files is not supported yet", len(opts.Units), opts.Target)
+	if opts.Target == "" || len(opts.Units) == 0 {
+		return nil, errors.New("build: a target and at least one pair of orig and patched objects are required")
 	}
-	if opts.Symbols != "" {
-		return nil, fmt.Errorf("build: --symbols for a stripped target is not supported yet")
+	seen := map[string]int{}
+	for i, u := range opts.Units {
+		if u.Orig == "" || u.Patched == "" {
+			return nil, fmt.Errorf("build: unit %d (%s) needs both an orig and a patched object", i+1, u.Source)
+		}
+		if j, dup := seen[u.Patched]; dup {
+			return nil, fmt.Errorf("build: units %d and %d both name the patched object %s; give each changed source file once", j+1, i+1, u.Patched)
+		}
+		seen[u.Patched] = i
 	}
-	if opts.Target == "" || opts.Orig == "" || opts.Patched == "" {
-		return nil, errors.New("build: target, orig and patched objects are all required")
-	}
-	tgt, err := openTarget(opts.Target)
+	tgt, err := openTarget(opts.Target, opts.Symbols)
 	if err != nil {
 		return nil, err
 	}
 	defer tgt.close()
-	orig, err := openObject(opts.Orig, "orig")
-	if err != nil {
-		return nil, err
+	b := &builder{opts: opts, tgt: tgt, res: &Result{}, stubIdx: map[string]int{}, slotIdx: map[string]int{}, fixedGlobals: map[string]unitSym{}}
+	for i, uo := range opts.Units {
+		orig, err := openObject(uo.Orig, "orig")
+		if err != nil {
+			return nil, err
+		}
+		defer orig.close()
+		fixed, err := openObject(uo.Patched, "patched")
+		if err != nil {
+			return nil, err
+		}
+		defer fixed.close()
+		u := &unit{n: i, src: uo.Source, orig: orig, fixed: fixed, placed: map[int]uint64{}, dataMap: map[*elfx.Symbol]*elfx.Symbol{}}
+		if u.src == "" {
+			u.src = fixed.file
+		}
+		b.units = append(b.units, u)
+		if err := b.indexGlobals(u); err != nil {
+			return nil, err
+		}
 	}
-	defer orig.close()
-	fixed, err := openObject(opts.Patched, "patched")
-	if err != nil {
-		return nil, err
-	}
-	defer fixed.close()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	b := &builder{opts: opts, tgt: tgt, orig: orig, fixed: fixed, res: &Result{}, placed: map[int]uint64{}, stubIdx: map[string]int{}, slotIdx: map[string]int{}, dataMap: map[*elfx.Symbol]*elfx.Symbol{}}
-	if err := b.checkData(); err != nil {
+	for _, u := range b.units {
+		if err := b.checkData(u); err != nil {
+			return nil, err
+		}
+		if err := b.checkConstAndInit(u); err != nil {
+			return nil, err
+		}
+		if err := b.diff(u); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.checkAnyChange(); err != nil {
 		return nil, err
 	}
-	if err := b.checkConstAndInit(); err != nil {
-		return nil, err
-	}
-	if err := b.diff(); err != nil {
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	if err := b.link(); err != nil {
@@ -149,23 +171,76 @@ func Build(ctx context.Context, opts Options) (res *Result, err error) {
 	return b.res, nil
 }
 
+// unit is one changed source file: its two objects and what the builder
+// decided about them.
+type unit struct {
+	n       int    // position in Options.Units
+	src     string // source file, for messages
+	orig    *object
+	fixed   *object
+	changed []*elfx.Symbol // in fixed
+	newFns  []*elfx.Symbol
+	placed  map[int]uint64                // fixed section index -> offset in code
+	dataMap map[*elfx.Symbol]*elfx.Symbol // fixed variable -> orig variable
+}
+
+// unitSym is a symbol of one unit's fixed object.
+type unitSym struct {
+	u   *unit
+	sym *elfx.Symbol
+}
+
+// indexGlobals records the global functions and constants the unit's fixed
+// object defines, so another unit's reference to one (a new function in
+// a.c called from b.c) links to the bundle's copy.
+func (b *builder) indexGlobals(u *unit) error {
+	for i := range u.fixed.syms {
+		s := &u.fixed.syms[i]
+		if s.Bind == elf.STB_LOCAL || !s.Defined() || s.Section >= elf.SHN_LORESERVE || s.Type != elf.STT_FUNC && s.Type != elf.STT_OBJECT {
+			continue
+		}
+		if prev, dup := b.fixedGlobals[s.Name]; dup {
+			if prev.sym.Bind == elf.STB_WEAK || s.Bind == elf.STB_WEAK {
+				continue // C++ inline functions and templates: one copy wins, as in the linker
+			}
+			return fmt.Errorf("%w: both %s and %s define the global %s; the linker would refuse this program too", ErrRefused, prev.u.fixed.path, u.fixed.path, s.Name)
+		}
+		b.fixedGlobals[s.Name] = unitSym{u, s}
+	}
+	return nil
+}
+
+// checkAnyChange refuses a build that would patch nothing.
+func (b *builder) checkAnyChange() error {
+	changed := 0
+	var newNames []string
+	for _, u := range b.units {
+		changed += len(u.changed)
+		for _, f := range u.newFns {
+			newNames = append(newNames, f.Name)
+		}
+	}
+	if changed > 0 {
+		return nil
+	}
+	if len(newNames) > 0 {
+		return fmt.Errorf("%w: the fixed objects only add functions (%s) and change none, so nothing would ever call them", ErrRefused, strings.Join(newNames, ", "))
+	}
+	return fmt.Errorf("%w: nothing to patch: orig.o and fixed.o compile to the same code", ErrRefused)
+}
+
 type builder struct {
 	opts  Options
 	tgt   *target
-	orig  *object
-	fixed *object
+	units []*unit
 	res   *Result
 
-	changed []*elfx.Symbol // in fixed
-	newFns  []*elfx.Symbol
+	fixedGlobals map[string]unitSym
 
 	code    []byte
-	placed  map[int]uint64 // fixed.o section index -> offset in code
-	order   []int          // included sections in layout order
+	order   []place // included sections in layout order
 	fixups  []bundle.Fixup
 	pending []pendingRef
-
-	dataMap map[*elfx.Symbol]*elfx.Symbol // fixed.o variable -> orig.o variable
 
 	stubs   []stub
 	stubIdx map[string]int
@@ -185,11 +260,19 @@ type slot struct {
 	name   string
 	module bool
 	addr   uint64
+	ref    ref // bundle code, when !module
+}
+
+// place is one section of one unit's fixed object.
+type place struct {
+	u   *unit
+	sec int
 }
 
 // ref names a place in the bundle whose offset is only known after layout.
 type ref struct {
 	kind int // refSection, refStub, refSlot
+	u    *unit
 	idx  int
 	add  int64
 }
@@ -212,19 +295,19 @@ type pendingRef struct {
 
 // checkData refuses changes to writable data and TLS that a hot patch cannot
 // carry: the running process already has its own copy of that data.
-func (b *builder) checkData() error {
-	vars := append([]*elfx.Symbol{}, b.fixed.dataSyms...)
+func (b *builder) checkData(u *unit) error {
+	vars := append([]*elfx.Symbol{}, u.fixed.dataSyms...)
 	sort.Slice(vars, func(i, j int) bool { return vars[i].Name < vars[j].Name })
 	for _, fs := range vars {
-		os, err := b.origData(fs)
+		os, err := b.origData(u, fs)
 		if err != nil {
 			return err
 		}
 		if os == nil {
-			if fs.Type == elf.STT_TLS || b.fixed.kind(int(fs.Section)) == secTLS {
+			if fs.Type == elf.STT_TLS || u.fixed.kind(int(fs.Section)) == secTLS {
 				return fmt.Errorf("%w: fixed.o adds the thread-local variable %s; a hot patch cannot add TLS to running threads; keep the state elsewhere (a shadow variable keyed by thread)", ErrRefused, fs.Name)
 			}
-			if _, err := b.tgt.lookup(fs.Name, fs.Bind == elf.STB_LOCAL, b.orig.file); err == nil {
+			if _, err := b.tgt.lookup(fs.Name, fs.Bind == elf.STB_LOCAL, u.orig.file); err == nil {
 				continue
 			}
 			return fmt.Errorf("%w: fixed.o adds the writable variable %s, which the running processes do not have; a hot patch cannot add writable data: keep the new state in a shadow variable (allocated on first use by the new code)", ErrRefused, fs.Name)
@@ -232,7 +315,7 @@ func (b *builder) checkData() error {
 		if os.Size != fs.Size {
 			return fmt.Errorf("%w: variable %s changes size from %d to %d bytes; running processes keep the old layout; keep the old variable and put new fields in a shadow variable", ErrRefused, fs.Name, os.Size, fs.Size)
 		}
-		same, err := b.sameObject(os, fs)
+		same, err := b.sameObject(u, os, fs)
 		if err != nil {
 			return err
 		}
@@ -245,43 +328,43 @@ func (b *builder) checkData() error {
 
 // sameObject reports whether a data symbol of orig.o and its namesake in
 // fixed.o hold the same bytes and the same relocations.
-func (b *builder) sameObject(os, fs *elfx.Symbol) (bool, error) {
-	ob, err := b.orig.symBytes(os)
+func (b *builder) sameObject(u *unit, os, fs *elfx.Symbol) (bool, error) {
+	ob, err := u.orig.symBytes(os)
 	if err != nil {
 		return false, err
 	}
-	fb, err := b.fixed.symBytes(fs)
+	fb, err := u.fixed.symBytes(fs)
 	if err != nil {
 		return false, err
 	}
 	if !bytes.Equal(ob, fb) {
 		return false, nil
 	}
-	return b.sameRelocs(os, fs)
+	return b.sameRelocs(u, os, fs)
 }
 
 // checkConstAndInit refuses two changes a patch of one file cannot carry:
 // a changed global constant (code in other files keeps reading the old
 // copy) and changed constructors or destructors (a running process has
 // already run them, or will never run new ones).
-func (b *builder) checkConstAndInit() error {
+func (b *builder) checkConstAndInit(u *unit) error {
 	origByName := map[string]*elfx.Symbol{}
-	for i := range b.orig.syms {
-		s := &b.orig.syms[i]
-		if s.Type == elf.STT_OBJECT && s.Bind != elf.STB_LOCAL && s.Defined() && b.orig.kind(int(s.Section)) == secRodata {
+	for i := range u.orig.syms {
+		s := &u.orig.syms[i]
+		if s.Type == elf.STT_OBJECT && s.Bind != elf.STB_LOCAL && s.Defined() && u.orig.kind(int(s.Section)) == secRodata {
 			origByName[s.Name] = s
 		}
 	}
-	for i := range b.fixed.syms {
-		fs := &b.fixed.syms[i]
-		if fs.Type != elf.STT_OBJECT || fs.Bind == elf.STB_LOCAL || !fs.Defined() || b.fixed.kind(int(fs.Section)) != secRodata {
+	for i := range u.fixed.syms {
+		fs := &u.fixed.syms[i]
+		if fs.Type != elf.STT_OBJECT || fs.Bind == elf.STB_LOCAL || !fs.Defined() || u.fixed.kind(int(fs.Section)) != secRodata {
 			continue
 		}
 		os := origByName[fs.Name]
 		if os == nil {
 			continue // new: no other file can use it yet
 		}
-		same, err := b.sameObject(os, fs)
+		same, err := b.sameObject(u, os, fs)
 		if err != nil {
 			return err
 		}
@@ -307,11 +390,11 @@ func (b *builder) checkConstAndInit() error {
 		sort.Strings(parts)
 		return strings.Join(parts, " "), nil
 	}
-	ok, err := initKey(b.orig)
+	ok, err := initKey(u.orig)
 	if err != nil {
 		return err
 	}
-	fk, err := initKey(b.fixed)
+	fk, err := initKey(u.fixed)
 	if err != nil {
 		return err
 	}
@@ -326,12 +409,12 @@ func (b *builder) checkConstAndInit() error {
 // whenever the file changes, so they match by base name, and when several
 // functions have a static of that name, by which function uses it. It
 // returns nil for a variable that orig.o does not have.
-func (b *builder) origData(fs *elfx.Symbol) (*elfx.Symbol, error) {
-	if os, ok := b.dataMap[fs]; ok {
+func (b *builder) origData(u *unit, fs *elfx.Symbol) (*elfx.Symbol, error) {
+	if os, ok := u.dataMap[fs]; ok {
 		return os, nil
 	}
 	var cands []*elfx.Symbol
-	for _, os := range b.orig.dataSyms {
+	for _, os := range u.orig.dataSyms {
 		if fs.Bind != elf.STB_LOCAL {
 			if os.Bind != elf.STB_LOCAL && os.Name == fs.Name {
 				cands = append(cands, os)
@@ -341,10 +424,10 @@ func (b *builder) origData(fs *elfx.Symbol) (*elfx.Symbol, error) {
 		}
 	}
 	if len(cands) > 1 {
-		users := b.fixed.referrers(fs)
+		users := u.fixed.referrers(fs)
 		var picked []*elfx.Symbol
 		for _, os := range cands {
-			for u := range b.orig.referrers(os) {
+			for u := range u.orig.referrers(os) {
 				if users[u] {
 					picked = append(picked, os)
 					break
@@ -360,22 +443,22 @@ func (b *builder) origData(fs *elfx.Symbol) (*elfx.Symbol, error) {
 	if len(cands) == 1 {
 		os = cands[0]
 	}
-	b.dataMap[fs] = os
+	u.dataMap[fs] = os
 	return os, nil
 }
 
-func (b *builder) sameRelocs(os, fs *elfx.Symbol) (bool, error) {
-	a := b.orig.relocsIn(int(os.Section), os.Value, os.Value+os.Size)
-	c := b.fixed.relocsIn(int(fs.Section), fs.Value, fs.Value+fs.Size)
+func (b *builder) sameRelocs(u *unit, os, fs *elfx.Symbol) (bool, error) {
+	a := u.orig.relocsIn(int(os.Section), os.Value, os.Value+os.Size)
+	c := u.fixed.relocsIn(int(fs.Section), fs.Value, fs.Value+fs.Size)
 	if len(a) != len(c) {
 		return false, nil
 	}
 	for i := range a {
-		ka, aa, err := b.orig.targetKey(a[i], 0)
+		ka, aa, err := u.orig.targetKey(a[i], 0)
 		if err != nil {
 			return false, err
 		}
-		kc, ac, err := b.fixed.targetKey(c[i], 0)
+		kc, ac, err := u.fixed.targetKey(c[i], 0)
 		if err != nil {
 			return false, err
 		}
@@ -388,38 +471,32 @@ func (b *builder) sameRelocs(os, fs *elfx.Symbol) (bool, error) {
 
 // diff finds the changed and new functions and checks each changed one
 // against the target.
-func (b *builder) diff() error {
-	names := make([]string, 0, len(b.fixed.funcs))
-	for n := range b.fixed.funcs {
+func (b *builder) diff(u *unit) error {
+	names := make([]string, 0, len(u.fixed.funcs))
+	for n := range u.fixed.funcs {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fs := b.fixed.funcs[n]
-		os, ok := b.orig.funcs[n]
+		fs := u.fixed.funcs[n]
+		os, ok := u.orig.funcs[n]
 		if !ok {
-			b.newFns = append(b.newFns, fs)
+			u.newFns = append(u.newFns, fs)
 			b.res.New = append(b.res.New, n)
 			continue
 		}
-		oc, orels, err := b.orig.funcSignature(os)
+		oc, orels, err := u.orig.funcSignature(os)
 		if err != nil {
 			return err
 		}
-		fc, frels, err := b.fixed.funcSignature(fs)
+		fc, frels, err := u.fixed.funcSignature(fs)
 		if err != nil {
 			return err
 		}
 		if bytes.Equal(oc, fc) && strings.Join(orels, "\n") == strings.Join(frels, "\n") {
 			continue
 		}
-		b.changed = append(b.changed, fs)
-	}
-	if len(b.changed) == 0 {
-		if len(b.newFns) > 0 {
-			return fmt.Errorf("%w: fixed.o only adds functions (%s) and changes none, so nothing would ever call them", ErrRefused, strings.Join(b.res.New, ", "))
-		}
-		return fmt.Errorf("%w: nothing to patch: orig.o and fixed.o compile to the same code", ErrRefused)
+		u.changed = append(u.changed, fs)
 	}
 	return nil
 }
@@ -427,42 +504,58 @@ func (b *builder) diff() error {
 // link lays out the code, resolves every relocation and fills the bundle.
 func (b *builder) link() error {
 	// Sections to copy: changed and new functions first, then what they
-	// pull in (cold fragments, read-only data), transitively.
-	var work []int
-	include := func(sec int) {
-		if _, ok := b.placed[sec]; ok {
+	// pull in (cold fragments, read-only data), transitively, across units.
+	var work []place
+	include := func(u *unit, sec int) {
+		if _, ok := u.placed[sec]; ok {
 			return
 		}
-		b.placed[sec] = 0
-		b.order = append(b.order, sec)
-		work = append(work, sec)
+		u.placed[sec] = 0
+		b.order = append(b.order, place{u, sec})
+		work = append(work, place{u, sec})
 	}
-	for _, f := range b.changed {
-		include(int(f.Section))
-	}
-	for _, f := range b.newFns {
-		include(int(f.Section))
+	for _, u := range b.units {
+		for _, f := range u.changed {
+			include(u, int(f.Section))
+		}
+		for _, f := range u.newFns {
+			include(u, int(f.Section))
+		}
 	}
 	for len(work) > 0 {
-		sec := work[0]
+		p := work[0]
 		work = work[1:]
-		for _, r := range b.fixed.relocs[sec] {
-			s, err := b.fixed.symbol(r.Sym)
+		u := p.u
+		for _, r := range u.fixed.relocs[p.sec] {
+			s, err := u.fixed.symbol(r.Sym)
 			if err != nil {
 				return err
 			}
-			if !s.Defined() || s.Section >= elf.SHN_LORESERVE {
+			if !s.Defined() {
+				// Defined by another changed file and not by the target: a
+				// new function or constant that file's fix adds.
+				if d, ok := b.fixedGlobals[s.Name]; ok && d.u != u {
+					if _, err := b.tgt.lookup(s.Name, false, ""); errors.Is(err, errNotInTarget) {
+						switch d.u.fixed.kind(int(d.sym.Section)) {
+						case secText, secCold, secRodata, secStrings:
+							include(d.u, int(d.sym.Section))
+						}
+					}
+				}
 				continue
 			}
-			switch b.fixed.kind(int(s.Section)) {
+			if s.Section >= elf.SHN_LORESERVE {
+				continue
+			}
+			switch u.fixed.kind(int(s.Section)) {
 			case secCold, secRodata, secStrings:
-				include(int(s.Section))
+				include(u, int(s.Section))
 			}
 		}
 	}
 	// Functions first, then cold fragments, then data, as the docs describe.
-	rank := func(sec int) int {
-		switch b.fixed.kind(sec) {
+	rank := func(p place) int {
+		switch p.u.fixed.kind(p.sec) {
 		case secText:
 			return 0
 		case secCold:
@@ -471,13 +564,14 @@ func (b *builder) link() error {
 		return 2
 	}
 	sort.SliceStable(b.order, func(i, j int) bool { return rank(b.order[i]) < rank(b.order[j]) })
-	for _, sec := range b.order {
-		s := b.fixed.sec(sec)
+	for _, p := range b.order {
+		u, sec := p.u, p.sec
+		s := u.fixed.sec(sec)
 		if s == nil {
-			return fmt.Errorf("%w: %s refers to section %d, which does not exist", elfx.ErrMalformed, b.fixed.path, sec)
+			return fmt.Errorf("%w: %s refers to section %d, which does not exist", elfx.ErrMalformed, u.fixed.path, sec)
 		}
 		align := s.Addralign
-		if rank(sec) < 2 && align < funcAlign {
+		if rank(p) < 2 && align < funcAlign {
 			align = funcAlign
 		}
 		if align == 0 {
@@ -486,28 +580,28 @@ func (b *builder) link() error {
 		if align > 4096 {
 			return fmt.Errorf("%w: section %s asks for %d-byte alignment; the bundle supports up to a page", ErrRefused, s.Name, align)
 		}
-		b.pad(align, rank(sec) < 2)
-		d, err := b.fixed.sectionData(sec)
+		b.pad(align, rank(p) < 2)
+		d, err := u.fixed.sectionData(sec)
 		if err != nil {
 			return err
 		}
-		b.placed[sec] = uint64(len(b.code))
+		u.placed[sec] = uint64(len(b.code))
 		b.code = append(b.code, d...)
-		switch rank(sec) {
+		switch rank(p) {
 		case 1:
-			b.res.Cold = append(b.res.Cold, b.secName(sec))
+			b.res.Cold = append(b.res.Cold, b.secName(u, sec))
 		case 2:
 			name := s.Name
-			if b.fixed.kind(sec) == secStrings {
+			if u.fixed.kind(sec) == secStrings {
 				name = s.Name + " (string literals)"
 			}
 			b.res.Rodata = append(b.res.Rodata, Data{Name: name, Size: len(d)})
 			b.res.RodataBytes += len(d)
 		}
 	}
-	for _, sec := range b.order {
-		for _, r := range b.fixed.relocsIn(sec, 0, ^uint64(0)) {
-			if err := b.relocate(sec, r); err != nil {
+	for _, p := range b.order {
+		for _, r := range p.u.fixed.relocsIn(p.sec, 0, ^uint64(0)) {
+			if err := b.relocate(p.u, p.sec, r); err != nil {
 				return err
 			}
 		}
@@ -532,6 +626,8 @@ func (b *builder) link() error {
 		kind := bundle.RegionAbs64
 		if s.module {
 			kind = bundle.ModuleAbs64
+		} else {
+			s.addr = s.ref.u.placed[s.ref.idx] + uint64(s.ref.add)
 		}
 		b.fixups = append(b.fixups, bundle.Fixup{Offset: uint32(at), Kind: kind, Addend: int64(s.addr)})
 		b.res.GOTSlots = append(b.res.GOTSlots, s.name)
@@ -540,7 +636,7 @@ func (b *builder) link() error {
 		var to uint64
 		switch p.to.kind {
 		case refSection:
-			to = b.placed[p.to.idx]
+			to = p.to.u.placed[p.to.idx]
 		case refStub:
 			to = stubBase + uint64(p.to.idx)*stubSize
 		case refSlot:
@@ -557,11 +653,11 @@ func (b *builder) link() error {
 	return b.emit()
 }
 
-func (b *builder) secName(sec int) string {
-	if d := b.fixed.secDef[sec]; d != nil {
+func (b *builder) secName(u *unit, sec int) string {
+	if d := u.fixed.secDef[sec]; d != nil {
 		return d.Name
 	}
-	return b.fixed.secName(sec)
+	return u.fixed.secName(sec)
 }
 
 func (b *builder) pad(align uint64, code bool) {
@@ -575,11 +671,11 @@ func (b *builder) pad(align uint64, code bool) {
 }
 
 // owner names the function a relocation belongs to, for messages.
-func (b *builder) owner(sec int) string {
-	if d := b.fixed.secDef[sec]; d != nil {
+func (b *builder) owner(u *unit, sec int) string {
+	if d := u.fixed.secDef[sec]; d != nil {
 		return "function " + d.Name
 	}
-	return "section " + b.fixed.secName(sec)
+	return "section " + u.fixed.secName(sec)
 }
 
 // where it is: the module's symbol (vaddr), bundle code, or an import.
@@ -593,8 +689,8 @@ type resolved struct {
 	global   bool
 }
 
-func (b *builder) resolve(sec int, r elfx.Reloc) (resolved, error) {
-	s, err := b.fixed.symbol(r.Sym)
+func (b *builder) resolve(u *unit, sec int, r elfx.Reloc) (resolved, error) {
+	s, err := u.fixed.symbol(r.Sym)
 	if err != nil {
 		return resolved{}, err
 	}
@@ -602,9 +698,15 @@ func (b *builder) resolve(sec int, r elfx.Reloc) (resolved, error) {
 		return resolved{vaddr: s.Value, name: s.Name}, nil
 	}
 	if s.Section == elf.SHN_COMMON {
-		return resolved{}, fmt.Errorf("%w: %s refers to %s, a common symbol; compile with -fno-common (the default since gcc 10)", ErrRefused, b.owner(sec), s.Name)
+		return resolved{}, fmt.Errorf("%w: %s refers to %s, a common symbol; compile with -fno-common (the default since gcc 10)", ErrRefused, b.owner(u, sec), s.Name)
 	}
 	if !s.Defined() {
+		// Another changed file's new or changed code: the bundle's copy.
+		if d, ok := b.fixedGlobals[s.Name]; ok && d.u != u {
+			if _, in := d.u.placed[int(d.sym.Section)]; in {
+				return resolved{inBundle: true, to: ref{kind: refSection, u: d.u, idx: int(d.sym.Section), add: int64(d.sym.Value)}, name: s.Name, isFunc: d.sym.Type == elf.STT_FUNC, global: true}, nil
+			}
+		}
 		isFunc := s.Type == elf.STT_FUNC || r.Type == elf.R_X86_64_PLT32
 		ts, err := b.tgt.lookup(s.Name, false, "")
 		if err == nil {
@@ -618,32 +720,32 @@ func (b *builder) resolve(sec int, r elfx.Reloc) (resolved, error) {
 	tsec := int(s.Section)
 	def := s
 	if s.Type == elf.STT_SECTION {
-		def = b.fixed.secDef[tsec]
+		def = u.fixed.secDef[tsec]
 	}
-	switch b.fixed.kind(tsec) {
+	switch u.fixed.kind(tsec) {
 	case secText, secCold:
-		if _, ok := b.placed[tsec]; ok {
-			return resolved{inBundle: true, to: ref{kind: refSection, idx: tsec, add: int64(s.Value)}}, nil
+		if _, ok := u.placed[tsec]; ok {
+			return resolved{inBundle: true, to: ref{kind: refSection, u: u, idx: tsec, add: int64(s.Value)}}, nil
 		}
 		if def == nil {
-			return resolved{}, fmt.Errorf("%w: %s refers into section %s, which has no function symbol", ErrRefused, b.owner(sec), b.fixed.secName(tsec))
+			return resolved{}, fmt.Errorf("%w: %s refers into section %s, which has no function symbol", ErrRefused, b.owner(u, sec), u.fixed.secName(tsec))
 		}
-		ts, err := b.tgt.lookup(def.Name, def.Bind == elf.STB_LOCAL, b.orig.file)
+		ts, err := b.tgt.lookup(def.Name, def.Bind == elf.STB_LOCAL, u.orig.file)
 		if err != nil {
-			return resolved{}, b.notFound(sec, def, err)
+			return resolved{}, b.notFound(u, sec, def, err)
 		}
 		return resolved{vaddr: ts.Value - def.Value + s.Value, name: def.Name, isFunc: true, global: def.Bind != elf.STB_LOCAL}, nil
 	case secRodata, secStrings:
-		return resolved{inBundle: true, to: ref{kind: refSection, idx: tsec, add: int64(s.Value)}}, nil
+		return resolved{inBundle: true, to: ref{kind: refSection, u: u, idx: tsec, add: int64(s.Value)}}, nil
 	case secWritable:
 		if def == nil || s.Type == elf.STT_SECTION && def.Value != 0 {
-			def = b.objectAt(tsec, s.Value, r)
+			def = b.objectAt(u, tsec, s.Value, r)
 		}
 		if def == nil {
-			return resolved{}, fmt.Errorf("%w: %s refers to writable data in %s that belongs to no variable symbol; compile with -fdata-sections", ErrRefused, b.owner(sec), b.fixed.secName(tsec))
+			return resolved{}, fmt.Errorf("%w: %s refers to writable data in %s that belongs to no variable symbol; compile with -fdata-sections", ErrRefused, b.owner(u, sec), u.fixed.secName(tsec))
 		}
 		name := def.Name
-		os, err := b.origData(def)
+		os, err := b.origData(u, def)
 		if err != nil {
 			return resolved{}, err
 		}
@@ -652,10 +754,10 @@ func (b *builder) resolve(sec int, r elfx.Reloc) (resolved, error) {
 			// agree on the numbering of function-scope statics.
 			name = os.Name
 		}
-		ts, err := b.tgt.lookup(name, def.Bind == elf.STB_LOCAL, b.orig.file)
+		ts, err := b.tgt.lookup(name, def.Bind == elf.STB_LOCAL, u.orig.file)
 		if err != nil {
 			if errors.Is(err, errNotInTarget) {
-				return resolved{}, fmt.Errorf("%w: %s uses the writable variable %s, which %s does not have; a hot patch cannot add writable data: keep the new state in a shadow variable", ErrRefused, b.owner(sec), def.Name, b.tgt.name)
+				return resolved{}, fmt.Errorf("%w: %s uses the writable variable %s, which %s does not have; a hot patch cannot add writable data: keep the new state in a shadow variable", ErrRefused, b.owner(u, sec), def.Name, b.tgt.name)
 			}
 			return resolved{}, err
 		}
@@ -664,19 +766,19 @@ func (b *builder) resolve(sec int, r elfx.Reloc) (resolved, error) {
 		}
 		return resolved{vaddr: ts.Value - def.Value + s.Value, name: def.Name, global: def.Bind != elf.STB_LOCAL}, nil
 	case secTLS:
-		return resolved{}, fmt.Errorf("%w: %s uses the thread-local variable %s; TLS references are not supported in hot patches", ErrRefused, b.owner(sec), s.Name)
+		return resolved{}, fmt.Errorf("%w: %s uses the thread-local variable %s; TLS references are not supported in hot patches", ErrRefused, b.owner(u, sec), s.Name)
 	}
-	return resolved{}, fmt.Errorf("%w: %s refers to section %s, which is not loaded at run time", ErrRefused, b.owner(sec), b.fixed.secName(tsec))
+	return resolved{}, fmt.Errorf("%w: %s refers to section %s, which is not loaded at run time", ErrRefused, b.owner(u, sec), u.fixed.secName(tsec))
 }
 
 // objectAt finds the variable covering the byte a relocation points at.
-func (b *builder) objectAt(sec int, val uint64, r elfx.Reloc) *elfx.Symbol {
+func (b *builder) objectAt(u *unit, sec int, val uint64, r elfx.Reloc) *elfx.Symbol {
 	off := int64(val) + r.Addend
 	if isPCRel(r.Type) {
 		off += 4
 	}
-	for i := range b.fixed.syms {
-		s := &b.fixed.syms[i]
+	for i := range u.fixed.syms {
+		s := &u.fixed.syms[i]
 		if int(s.Section) == sec && s.Type == elf.STT_OBJECT && off >= int64(s.Value) && off < int64(s.Value+s.Size) {
 			return s
 		}
@@ -684,42 +786,42 @@ func (b *builder) objectAt(sec int, val uint64, r elfx.Reloc) *elfx.Symbol {
 	return nil
 }
 
-func (b *builder) notFound(sec int, def *elfx.Symbol, err error) error {
+func (b *builder) notFound(u *unit, sec int, def *elfx.Symbol, err error) error {
 	if !errors.Is(err, errNotInTarget) {
 		return err
 	}
 	kind := "global"
 	if def.Bind == elf.STB_LOCAL {
-		kind = "static (in " + b.orig.file + ")"
+		kind = "static (in " + u.orig.file + ")"
 	}
-	return fmt.Errorf("%w: %s calls %s function %s, which %s does not contain (inlined into its callers or removed by the linker); change the callers instead, or check that --target is the binary built from orig.o", ErrRefused, b.owner(sec), kind, def.Name, b.tgt.name)
+	return fmt.Errorf("%w: %s calls %s function %s, which %s does not contain (inlined into its callers or removed by the linker); change the callers instead, or check that --target is the binary built from orig.o", ErrRefused, b.owner(u, sec), kind, def.Name, b.tgt.name)
 }
 
 // relocate resolves one relocation of an included section.
-func (b *builder) relocate(sec int, r elfx.Reloc) error {
-	at := b.placed[sec] + r.Offset
-	secLen := uint64(len(b.fixed.data[sec]))
-	if s := b.fixed.sec(sec); s == nil || s.Type == elf.SHT_NOBITS || r.Offset > secLen {
-		return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, b.fixed.secName(sec))
+func (b *builder) relocate(u *unit, sec int, r elfx.Reloc) error {
+	at := u.placed[sec] + r.Offset
+	secLen := uint64(len(u.fixed.data[sec]))
+	if s := u.fixed.sec(sec); s == nil || s.Type == elf.SHT_NOBITS || r.Offset > secLen {
+		return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, u.fixed.secName(sec))
 	}
 	switch r.Type {
 	case elf.R_X86_64_PC32, elf.R_X86_64_PLT32, elf.R_X86_64_GOTPCREL, elf.R_X86_64_GOTPCRELX, elf.R_X86_64_REX_GOTPCRELX,
 		elf.R_X86_64_32, elf.R_X86_64_32S:
 		if r.Offset+4 > secLen {
-			return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, b.fixed.secName(sec))
+			return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, u.fixed.secName(sec))
 		}
 	case elf.R_X86_64_64:
 		if r.Offset+8 > secLen {
-			return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, b.fixed.secName(sec))
+			return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, u.fixed.secName(sec))
 		}
 	default:
-		return fmt.Errorf("%w: %s has a relocation of type %s, which hot patches do not support (thread-local storage and unusual code models cannot be linked into a running process); keep that code out of the changed functions", ErrRefused, b.owner(sec), r.Type)
+		return fmt.Errorf("%w: %s has a relocation of type %s, which hot patches do not support (thread-local storage and unusual code models cannot be linked into a running process); keep that code out of the changed functions", ErrRefused, b.owner(u, sec), r.Type)
 	}
-	t, err := b.resolve(sec, r)
+	t, err := b.resolve(u, sec, r)
 	if err != nil {
 		return err
 	}
-	where := b.owner(sec)
+	where := b.owner(u, sec)
 	switch r.Type {
 	case elf.R_X86_64_GOTPCREL, elf.R_X86_64_GOTPCRELX, elf.R_X86_64_REX_GOTPCRELX:
 		// Prefer the target's own GOT slot: it honours interposition and
@@ -735,7 +837,7 @@ func (b *builder) relocate(sec int, r elfx.Reloc) error {
 			}
 		}
 		if t.imported {
-			return b.notImported(sec, t.name)
+			return b.notImported(u, sec, t.name)
 		}
 		idx := b.localSlot(t)
 		b.pending = append(b.pending, pendingRef{at: at, typ: elf.R_X86_64_PC32, addend: r.Addend, to: ref{kind: refSlot, idx: idx}, where: where})
@@ -745,7 +847,7 @@ func (b *builder) relocate(sec int, r elfx.Reloc) error {
 		if !t.isFunc {
 			return fmt.Errorf("%w: %s refers directly to %s, which %s takes from a shared library without a copy in the executable; compile the fix with the same -fPIC/-fPIE flags as the target", ErrRefused, where, t.name, b.tgt.name)
 		}
-		idx, err := b.stubFor(sec, t.name)
+		idx, err := b.stubFor(u, sec, t.name)
 		if err != nil {
 			return err
 		}
@@ -773,11 +875,11 @@ func (b *builder) addFixup(at uint64, kind bundle.FixupKind, addend int64) {
 	b.fixups = append(b.fixups, bundle.Fixup{Offset: uint32(at), Kind: kind, Addend: addend})
 }
 
-func (b *builder) notImported(sec int, name string) error {
-	return fmt.Errorf("%w: %s now calls %s, which %s does not import; a hot patch cannot add a new library dependency: call something the target already uses, or ship the fix as a restart update", ErrRefused, b.owner(sec), name, b.tgt.name)
+func (b *builder) notImported(u *unit, sec int, name string) error {
+	return fmt.Errorf("%w: %s now calls %s, which %s does not import; a hot patch cannot add a new library dependency: call something the target already uses, or ship the fix as a restart update", ErrRefused, b.owner(u, sec), name, b.tgt.name)
 }
 
-func (b *builder) stubFor(sec int, name string) (int, error) {
+func (b *builder) stubFor(u *unit, sec int, name string) (int, error) {
 	if i, ok := b.stubIdx[name]; ok {
 		return i, nil
 	}
@@ -786,7 +888,7 @@ func (b *builder) stubFor(sec int, name string) (int, error) {
 		slotAddr, ok = b.tgt.globDat[name]
 	}
 	if !ok {
-		return 0, b.notImported(sec, name)
+		return 0, b.notImported(u, sec, name)
 	}
 	b.stubs = append(b.stubs, stub{name: name, slot: slotAddr})
 	b.stubIdx[name] = len(b.stubs) - 1
@@ -796,15 +898,14 @@ func (b *builder) stubFor(sec int, name string) (int, error) {
 func (b *builder) localSlot(t resolved) int {
 	key := fmt.Sprintf("m%x", t.vaddr)
 	if t.inBundle {
-		key = fmt.Sprintf("b%d+%d", t.to.idx, t.to.add)
+		key = fmt.Sprintf("b%d:%d+%d", t.to.u.n, t.to.idx, t.to.add)
 	}
 	if i, ok := b.slotIdx[key]; ok {
 		return i
 	}
-	s := slot{name: t.name, module: !t.inBundle, addr: t.vaddr}
+	s := slot{name: t.name, module: !t.inBundle, addr: t.vaddr, ref: t.to}
 	if t.inBundle {
-		s.name = b.secName(t.to.idx)
-		s.addr = b.placed[t.to.idx] + uint64(t.to.add)
+		s.name = b.secName(t.to.u, t.to.idx)
 	}
 	b.slots = append(b.slots, s)
 	b.slotIdx[key] = len(b.slots) - 1
@@ -845,53 +946,60 @@ func (b *builder) emit() error {
 	for _, n := range b.opts.QuiescentFuncs {
 		quiet[n] = true
 	}
-	for _, fs := range b.changed {
-		os := b.orig.funcs[fs.Name]
-		ts, err := b.tgt.lookup(fs.Name, os.Bind == elf.STB_LOCAL, b.orig.file)
-		if err != nil {
-			if errors.Is(err, errNotInTarget) {
-				return fmt.Errorf("%w: function %s changed but %s has no symbol %s (it was inlined into its callers or removed by the linker); check that --target was built from orig.o, and patch the callers", ErrRefused, fs.Name, b.tgt.name, fs.Name)
+	used := map[string]bool{}
+	for _, u := range b.units {
+		for _, fs := range u.changed {
+			os := u.orig.funcs[fs.Name]
+			ts, err := b.tgt.lookup(os.Name, os.Bind == elf.STB_LOCAL, u.orig.file)
+			if err != nil {
+				if errors.Is(err, errNotInTarget) {
+					return fmt.Errorf("%w: function %s changed but %s has no symbol %s (it was inlined into its callers or removed by the linker); check that --target was built from %s, and patch the callers", ErrRefused, fs.Name, b.tgt.name, fs.Name, u.orig.path)
+				}
+				return err
 			}
-			return err
+			if ts.Size != os.Size {
+				return fmt.Errorf("%w: %s was not built the same way as the target (function %s is %d bytes in orig.o, %d in the target): rebuild with the target's compiler and flags", ErrRefused, u.orig.path, fs.Name, os.Size, ts.Size)
+			}
+			old, hash, err := b.tgt.oldBytes(ts)
+			if err != nil {
+				return err
+			}
+			min := uint64(minFuncSize)
+			if bytes.HasPrefix(old, endbr64) {
+				min = minFuncSizeEndbr
+			}
+			if ts.Size < min {
+				return fmt.Errorf("%w: function %s is %d bytes in %s, too small to redirect (a jump needs %d); patch its callers instead", ErrRefused, fs.Name, ts.Size, b.tgt.name, min)
+			}
+			if ts.Size > 1<<32-1 || fs.Size == 0 || fs.Size > 1<<32-1 {
+				return fmt.Errorf("%w: function %s has an unusable size (%d in the target, %d in fixed.o)", ErrRefused, fs.Name, ts.Size, fs.Size)
+			}
+			f := bundle.Func{Name: fs.Name, Site: ts.Value, OldSize: uint32(ts.Size), OldHash: hash,
+				Offset: uint32(u.placed[int(fs.Section)] + fs.Value), Size: uint32(fs.Size)}
+			if quiet[fs.Name] {
+				f.Consistency = bundle.Quiescent
+				used[fs.Name] = true
+			}
+			mod.Funcs = append(mod.Funcs, f)
+			c := Change{Name: fs.Name, Site: ts.Value, OldSize: ts.Size, NewSize: fs.Size}
+			if os.Bind == elf.STB_LOCAL {
+				c.File = ts.File
+			}
+			b.res.Changed = append(b.res.Changed, c)
 		}
-		if ts.Size != os.Size {
-			return fmt.Errorf("%w: orig.o was not built the same way as the target (function %s is %d bytes in orig.o, %d in the target): rebuild with the target's compiler and flags", ErrRefused, fs.Name, os.Size, ts.Size)
-		}
-		old, hash, err := b.tgt.oldBytes(ts)
-		if err != nil {
-			return err
-		}
-		min := uint64(minFuncSize)
-		if bytes.HasPrefix(old, endbr64) {
-			min = minFuncSizeEndbr
-		}
-		if ts.Size < min {
-			return fmt.Errorf("%w: function %s is %d bytes in %s, too small to redirect (a jump needs %d); patch its callers instead", ErrRefused, fs.Name, ts.Size, b.tgt.name, min)
-		}
-		if ts.Size > 1<<32-1 || fs.Size == 0 || fs.Size > 1<<32-1 {
-			return fmt.Errorf("%w: function %s has an unusable size (%d in the target, %d in fixed.o)", ErrRefused, fs.Name, ts.Size, fs.Size)
-		}
-		f := bundle.Func{Name: fs.Name, Site: ts.Value, OldSize: uint32(ts.Size), OldHash: hash,
-			Offset: uint32(b.placed[int(fs.Section)] + fs.Value), Size: uint32(fs.Size)}
-		if quiet[fs.Name] {
-			f.Consistency = bundle.Quiescent
-			delete(quiet, fs.Name)
-		}
-		mod.Funcs = append(mod.Funcs, f)
-		c := Change{Name: fs.Name, Site: ts.Value, OldSize: ts.Size, NewSize: fs.Size}
-		if os.Bind == elf.STB_LOCAL {
-			c.File = ts.File
-		}
-		b.res.Changed = append(b.res.Changed, c)
 	}
-	for n := range quiet {
-		return fmt.Errorf("--quiescent-func %s: %s is not one of the changed functions (%s)", n, n, strings.Join(changedNames(b.res.Changed), ", "))
-	}
-	for _, fs := range b.newFns {
-		if fs.Size == 0 {
-			return fmt.Errorf("%w: new function %s has size 0", ErrRefused, fs.Name)
+	for _, n := range b.opts.QuiescentFuncs {
+		if !used[n] {
+			return fmt.Errorf("--quiescent-func %s: %s is not one of the changed functions (%s)", n, n, strings.Join(changedNames(b.res.Changed), ", "))
 		}
-		mod.Funcs = append(mod.Funcs, bundle.Func{Name: fs.Name, New: true, Offset: uint32(b.placed[int(fs.Section)] + fs.Value), Size: uint32(fs.Size)})
+	}
+	for _, u := range b.units {
+		for _, fs := range u.newFns {
+			if fs.Size == 0 {
+				return fmt.Errorf("%w: new function %s has size 0", ErrRefused, fs.Name)
+			}
+			mod.Funcs = append(mod.Funcs, bundle.Func{Name: fs.Name, New: true, Offset: uint32(u.placed[int(fs.Section)] + fs.Value), Size: uint32(fs.Size)})
+		}
 	}
 	sort.SliceStable(b.fixups, func(i, j int) bool { return b.fixups[i].Offset < b.fixups[j].Offset })
 	mod.Fixups = b.fixups

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"debug/elf"
 	"errors"
@@ -33,7 +34,7 @@ type target struct {
 	jmpSlot map[string]uint64 // GOT slot vaddr by symbol, from .rela.plt JUMP_SLOT
 }
 
-func openTarget(path string) (*target, error) {
+func openTarget(path, symbols string) (*target, error) {
 	f, err := elfx.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read target %s: %w", path, err)
@@ -55,9 +56,13 @@ func openTarget(path string) (*target, error) {
 	if len(t.buildID) == 0 {
 		return fail(fmt.Errorf("%w: target %s has no GNU build-id, so running copies cannot be recognised; relink it with -Wl,--build-id", ErrRefused, path))
 	}
-	if t.syms, err = f.Symbols(); err != nil {
+	if symbols != "" {
+		if t.syms, err = symbolsFrom(symbols, path, t.buildID); err != nil {
+			return fail(err)
+		}
+	} else if t.syms, err = f.Symbols(); err != nil {
 		if errors.Is(err, elfx.ErrNoSymtab) {
-			return fail(fmt.Errorf("%w: target %s is stripped (no .symtab), so its static functions and data cannot be found; build the patch against the unstripped binary (the same build, before strip) or its debug file", ErrRefused, path))
+			return fail(fmt.Errorf("%w: target %s is stripped (no .symtab), so its static functions and data cannot be found; give the unstripped build of the same binary, or its debug file, as --symbols", ErrRefused, path))
 		}
 		return fail(fmt.Errorf("read symbols of %s: %w", path, err))
 	}
@@ -80,6 +85,33 @@ func openTarget(path string) (*target, error) {
 }
 
 func (t *target) close() { t.f.Close() }
+
+// symbolsFrom reads the .symtab of symbols, an unstripped copy (or debug
+// file) of the target. Only its symbols are used; the code the bundle
+// replaces is always read from the target itself. The two must have the same
+// build-id, or the addresses would belong to another build.
+func symbolsFrom(symbols, target string, buildID []byte) ([]elfx.Symbol, error) {
+	sf, err := elfx.Open(symbols)
+	if err != nil {
+		return nil, fmt.Errorf("read symbols file %s: %w", symbols, err)
+	}
+	defer sf.Close()
+	id, err := sf.BuildID()
+	if err != nil {
+		return nil, fmt.Errorf("read build-id of symbols file %s: %w", symbols, err)
+	}
+	if !bytes.Equal(id, buildID) {
+		return nil, fmt.Errorf("%w: symbols file %s has build-id %x but target %s has %x: they are different builds; give the unstripped binary (or debug file) of exactly this build", ErrRefused, symbols, id, target, buildID)
+	}
+	syms, err := sf.Symbols()
+	if err != nil {
+		if errors.Is(err, elfx.ErrNoSymtab) {
+			return nil, fmt.Errorf("%w: symbols file %s is stripped too (no .symtab); give the unstripped build or its debug file", ErrRefused, symbols)
+		}
+		return nil, fmt.Errorf("read symbols of %s: %w", symbols, err)
+	}
+	return syms, nil
+}
 
 // errNotInTarget is returned by lookup when the target has no such symbol.
 var errNotInTarget = errors.New("not defined in the target")
