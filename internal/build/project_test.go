@@ -1,0 +1,205 @@
+package build
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"hotfleet/internal/livepatch"
+	"hotfleet/internal/livepatch/lptest"
+	"hotfleet/internal/testenv"
+)
+
+// project is a small program under testdata/DIR, built as the shipped
+// binary (driver.c plus the files), with the objects of each file compiled
+// again, original and fixed, as a patch author would.
+type project struct {
+	dir    string // testdata subdirectory
+	work   string
+	cc     string   // compiler driver: gcc or g++
+	cflags []string // as the target was built
+	target string
+}
+
+func newProject(t *testing.T, dir string, cflags []string, files ...string) *project {
+	t.Helper()
+	testenv.NeedGCC(t)
+	p := &project{dir: dir, work: t.TempDir(), cc: "gcc", cflags: cflags}
+	for _, f := range files {
+		if strings.HasSuffix(f, ".cc") {
+			p.cc = "g++"
+		}
+	}
+	args := append([]string{}, cflags...)
+	args = append(args, "-Wl,--build-id", abs(t, "driver.c"))
+	for _, f := range files {
+		args = append(args, abs(t, filepath.Join(dir, f)))
+	}
+	p.target = p.compile(t, "target", args...)
+	return p
+}
+
+// compile runs the project's compiler driver with args into out.
+func (p *project) compile(t *testing.T, out string, args ...string) string {
+	t.Helper()
+	if p.cc == "gcc" {
+		return testenv.CC(t, filepath.Join(p.work, out), args...)
+	}
+	path := filepath.Join(p.work, out)
+	cmd := exec.Command("g++", append(args, "-o", path)...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("g++ %s: %v\n%s", strings.Join(args, " "), err, b)
+	}
+	return path
+}
+
+// object compiles one file of the project with the target's flags (or
+// others), plus extra flags such as -DFIX.
+func (p *project) object(t *testing.T, file, out string, flags []string, extra ...string) string {
+	t.Helper()
+	if flags == nil {
+		flags = p.cflags
+	}
+	args := append(append([]string{}, flags...), "-ffunction-sections", "-fdata-sections")
+	args = append(args, extra...)
+	args = append(args, "-c", abs(t, filepath.Join(p.dir, file)))
+	return p.compile(t, out, args...)
+}
+
+// unit is file compiled as shipped and with -DFIX (plus extra flags).
+func (p *project) unit(t *testing.T, file string, extra ...string) Unit {
+	t.Helper()
+	base := strings.TrimSuffix(file, filepath.Ext(file))
+	return Unit{
+		Orig:    p.object(t, file, base+".orig.o", nil),
+		Patched: p.object(t, file, base+".fixed.o", nil, append([]string{"-DFIX"}, extra...)...),
+		Source:  file,
+	}
+}
+
+func (p *project) build(t *testing.T, units ...Unit) (*Result, error) {
+	t.Helper()
+	return Build(context.Background(), Options{Target: p.target, Units: units, ID: "hf-" + strings.ReplaceAll(p.dir, "/", "-"), Level: 1})
+}
+
+// run starts bin (default: the target) as a running process.
+func (p *project) run(t *testing.T, bin string) *lptest.Target {
+	t.Helper()
+	if bin == "" {
+		bin = p.target
+	}
+	return lptest.Start(t, bin)
+}
+
+// applyAndCheck patches the running process proc with res's bundle and
+// checks that each function returns what the fix says, then reverts and
+// checks the old answers again.
+func applyAndCheck(t *testing.T, proc *lptest.Target, res *Result, before, after map[string]string) {
+	t.Helper()
+	testenv.NeedRoot(t)
+	for fn, want := range before {
+		proc.Expect(fn, want)
+	}
+	ctx := context.Background()
+	if _, err := livepatch.Apply(ctx, proc.Pid, res.Bundle, livepatch.Options{}); err != nil {
+		t.Fatalf("apply %s to pid %d: %v", res.Bundle.ID, proc.Pid, err)
+	}
+	for fn, want := range after {
+		proc.Expect(fn, want)
+	}
+	if _, err := livepatch.Revert(ctx, proc.Pid, res.Bundle.ID, livepatch.Options{}); err != nil {
+		t.Fatalf("revert %s in pid %d: %v", res.Bundle.ID, proc.Pid, err)
+	}
+	for fn, want := range before {
+		proc.Expect(fn, want)
+	}
+}
+
+func changedSet(res *Result) string {
+	var n []string
+	for _, c := range res.Changed {
+		n = append(n, c.Name)
+	}
+	return strings.Join(n, ",")
+}
+
+// TestSeveralFiles patches a fix spanning two files: both have a static
+// helper of the same name, both change, and changed code in b.c calls a
+// function new in a.c.
+func TestSeveralFiles(t *testing.T) {
+	for _, cfg := range []struct {
+		name   string
+		cflags []string
+	}{
+		{"pie", []string{"-O2", "-fPIE", "-pie"}},
+		{"nopie-cet", []string{"-O2", "-fno-pie", "-no-pie", "-fcf-protection"}},
+	} {
+		t.Run(cfg.name, func(t *testing.T) {
+			p := newProject(t, "multi", cfg.cflags, "a.c", "b.c", "entries.c")
+			res, err := p.build(t, p.unit(t, "a.c"), p.unit(t, "b.c"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			syms := targetSymbols(t, p.target)
+			files := map[uint64]string{}
+			for _, c := range res.Changed {
+				if c.Name != "helper" && c.Name != "b_value" {
+					t.Errorf("changed %s; want only the two helpers and b_value", c.Name)
+				}
+				if c.Name == "helper" {
+					files[c.Site] = filepath.Base(c.File)
+				}
+			}
+			for _, f := range []string{"a.c", "b.c"} {
+				if at := symAddr(t, syms, "helper", f); files[at] != f {
+					t.Errorf("%s's helper at %#x is not patched as %s's (changed: %+v)", f, at, f, res.Changed)
+				}
+			}
+			if strings.Join(res.New, ",") != "fresh" {
+				t.Errorf("new functions %v, want fresh", res.New)
+			}
+			applyAndCheck(t, p.run(t, ""), res,
+				map[string]string{"a_value": "46", "b_value": "243"},
+				map[string]string{"a_value": "47", "b_value": "8024"})
+		})
+	}
+}
+
+// TestStrippedTargetWithSymbols builds against a stripped target with the
+// unstripped build as Symbols, and patches a process running the stripped
+// binary; a symbols file of another build is refused.
+func TestStrippedTargetWithSymbols(t *testing.T) {
+	p := newProject(t, "multi", []string{"-O2", "-fPIE", "-pie"}, "a.c", "b.c", "entries.c")
+	stripped := filepath.Join(p.work, "stripped")
+	if out, err := exec.Command("strip", "-o", stripped, p.target).CombinedOutput(); err != nil {
+		t.Fatalf("strip: %v\n%s", err, out)
+	}
+	units := []Unit{p.unit(t, "a.c"), p.unit(t, "b.c")}
+	_, err := Build(context.Background(), Options{Target: stripped, Units: units, ID: "hf-strip", Level: 1})
+	if err == nil || !strings.Contains(err.Error(), "is stripped") || !strings.Contains(err.Error(), "--symbols") {
+		t.Fatalf("stripped target without symbols: %v; want a refusal pointing at --symbols", err)
+	}
+	res, err := Build(context.Background(), Options{Target: stripped, Symbols: p.target, Units: units, ID: "hf-strip", Level: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := changedSet(res); got != "helper,helper,b_value" && got != "b_value,helper,helper" && !strings.Contains(got, "b_value") {
+		t.Errorf("changed %s", got)
+	}
+	// A different build of the program: same symbols, other build-id.
+	other := p.compile(t, "other", "-O2", "-fPIE", "-pie", "-Wl,--build-id", "-DOTHER_BUILD=1", abs(t, "driver.c"),
+		abs(t, "multi/a.c"), abs(t, "multi/b.c"), abs(t, "multi/entries.c"), "-Wl,--build-id=0x1234567890abcdef1234")
+	_, err = Build(context.Background(), Options{Target: stripped, Symbols: other, Units: units, ID: "hf-strip", Level: 1})
+	if err == nil || !strings.Contains(err.Error(), "has build-id 1234567890abcdef1234") || !strings.Contains(err.Error(), "different builds") {
+		t.Fatalf("symbols of another build: %v; want a refusal naming both build-ids", err)
+	}
+	if _, err := os.Stat(stripped); err != nil {
+		t.Fatal(err)
+	}
+	applyAndCheck(t, p.run(t, stripped), res,
+		map[string]string{"a_value": "46", "b_value": "243"},
+		map[string]string{"a_value": "47", "b_value": "8024"})
+}
