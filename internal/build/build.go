@@ -89,6 +89,10 @@ type Result struct {
 	RodataBytes int
 	Stubs       []string // imported functions called through a new PLT stub
 	GOTSlots    []string // local GOT slots created for GOTPCREL references
+	// Verified counts the replaced functions whose original object code,
+	// linked as the linker linked it, was proved equal to the target's
+	// bytes. Every replaced function is verified or the build fails.
+	Verified int
 }
 
 // Build builds the patch described by opts.
@@ -958,12 +962,16 @@ func (b *builder) emit() error {
 				return err
 			}
 			if ts.Size != os.Size {
-				return fmt.Errorf("%w: %s was not built the same way as the target (function %s is %d bytes in orig.o, %d in the target): rebuild with the target's compiler and flags", ErrRefused, u.orig.path, fs.Name, os.Size, ts.Size)
+				return fmt.Errorf("%w: %s was not built the same way as the target (function %s is %d bytes in orig.o, %d in the target): %s", ErrRefused, u.orig.path, fs.Name, os.Size, ts.Size, b.causeHint(u))
 			}
 			old, hash, err := b.tgt.oldBytes(ts)
 			if err != nil {
 				return err
 			}
+			if err := b.verify(u, os, ts, old); err != nil {
+				return err
+			}
+			b.res.Verified++
 			min := uint64(minFuncSize)
 			if bytes.HasPrefix(old, endbr64) {
 				min = minFuncSizeEndbr

@@ -378,7 +378,7 @@ func TestRefusals(t *testing.T) {
 		{"new constructor", []string{"-DREFUSE_CTOR"}, nil, []string{"changes the file's constructors", "start_early"}},
 		{"new library dependency", []string{"-DREFUSE_NEWLIB"}, nil, []string{"function greet now calls getpid, which harness does not import"}},
 		{"too small", []string{"-DREFUSE_TINY"}, nil, []string{"function tiny is 5 bytes", "too small to redirect"}},
-		{"orig.o built differently", []string{"-DFIX"}, []string{"-O0"}, []string{"was not built the same way as the target (function", "rebuild with the target's compiler and flags"}},
+		{"orig.o built differently", []string{"-DFIX"}, []string{"-O0"}, []string{"was not built the same way as the target (function classify", "the flags differ"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -562,5 +562,77 @@ func TestCorruptObjects(t *testing.T) {
 	}
 	if errs == 0 {
 		t.Fatal("no corrupted object was refused; the corruption did not reach the reader")
+	}
+}
+
+// TestVerifyOriginal checks the proof that the rebuilt original is the
+// shipped binary: every replaced function is verified, and objects built
+// with other flags, from other source or by another compiler are refused
+// naming the function and the likely cause.
+func TestVerifyOriginal(t *testing.T) {
+	fx := buildFixture(t, configs[2])
+	res, err := fx.build(t, "-DFIX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Verified != len(res.Changed) || res.Verified == 0 {
+		t.Errorf("verified %d functions; want all %d changed ones", res.Verified, len(res.Changed))
+	}
+	fixed := fx.object(t, "fixed.o", "-DFIX")
+
+	// orig.o from a source whose helper differs from the target's by one
+	// constant: same size, other bytes.
+	src, err := os.ReadFile(abs(t, "lib.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := bytes.Replace(src, []byte("(x ^ 0x5a) * 3 + 1"), []byte("(x ^ 0x5a) * 5 + 1"), 1)
+	if bytes.Equal(src, other) {
+		t.Fatal("testdata/lib.c no longer has the helper this test edits")
+	}
+	dir := filepath.Join(fx.dir, "other")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "lib.c"), other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flags := append(append([]string{}, baseFlags...), fx.cfg.cflags...)
+	otherSrc := testenv.CC(t, filepath.Join(dir, "orig.o"), append(flags, "-c", filepath.Join(dir, "lib.c"))...)
+	// The same object, labelled as another compiler's.
+	otherCC := filepath.Join(dir, "othercc.o")
+	comment := filepath.Join(dir, "comment")
+	if err := os.WriteFile(comment, []byte("\x00GCC: (Other) 99.1.0\x00"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("objcopy", "--update-section", ".comment="+comment, otherSrc, otherCC).CombinedOutput(); err != nil {
+		t.Fatalf("objcopy: %v\n%s", err, out)
+	}
+	cases := []struct {
+		name string
+		orig string
+		want []string
+	}{
+		{"-O1 objects for an -O2 target", fx.object(t, "o1.o", "-O1"), []string{"function classify", "the flags differ"}},
+		{"other source", otherSrc, []string{"the rebuilt original does not match harness: function helper differs at offset", "the flags differ", "the source is not the one"}},
+		{"other compiler", otherCC, []string{"function helper differs", `different compiler`, `"GCC: (Other) 99.1.0"`, "rebuild with the target's compiler"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			patched := fixed
+			if strings.HasPrefix(c.name, "-O1") {
+				patched = fx.object(t, "o1-fixed.o", "-O1", "-DFIX")
+			}
+			_, err := Build(context.Background(), Options{Target: fx.target, Orig: c.orig, Patched: patched, ID: "x", Level: 1})
+			if err == nil || !errors.Is(err, ErrRefused) {
+				t.Fatalf("error %v; want a refusal", err)
+			}
+			t.Log(err)
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
 	}
 }

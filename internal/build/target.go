@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 
 	"hotfleet/internal/elfx"
 )
@@ -32,6 +34,14 @@ type target struct {
 	dynsyms []elfx.Symbol
 	globDat map[string]uint64 // GOT slot vaddr by symbol, from .rela.dyn GLOB_DAT
 	jmpSlot map[string]uint64 // GOT slot vaddr by symbol, from .rela.plt JUMP_SLOT
+	// relative holds the addend of each R_X86_64_RELATIVE slot: the GOT
+	// entries of symbols the module itself defines, in PIE and -fPIC code.
+	relative map[uint64]uint64
+	// plt lists, by symbol, the PLT entries (.plt, .plt.sec, .plt.got) that
+	// jump through that symbol's GOT slot.
+	plt map[string][]uint64
+	// compilers are the "GCC: (...)" strings of .comment.
+	compilers []string
 }
 
 func openTarget(path, symbols string) (*target, error) {
@@ -73,15 +83,87 @@ func openTarget(path, symbols string) (*target, error) {
 	if err != nil {
 		return fail(fmt.Errorf("read dynamic relocations of %s: %w", path, err))
 	}
+	t.relative = map[uint64]uint64{}
 	for _, r := range relocs {
 		switch r.Type {
 		case elf.R_X86_64_GLOB_DAT:
 			t.globDat[r.Name] = r.Offset
 		case elf.R_X86_64_JMP_SLOT:
 			t.jmpSlot[r.Name] = r.Offset
+		case elf.R_X86_64_RELATIVE:
+			t.relative[r.Offset] = uint64(r.Addend)
 		}
 	}
+	if err := t.readPLT(); err != nil {
+		return fail(err)
+	}
+	t.compilers = comments(f)
 	return t, nil
+}
+
+// readPLT finds each PLT entry's GOT slot: the entry's "jmp *disp(%rip)"
+// (ff 25, after endbr64 and bnd prefixes) names it.
+func (t *target) readPLT() error {
+	t.plt = map[string][]uint64{}
+	bySlot := map[uint64]string{}
+	for n, a := range t.globDat {
+		bySlot[a] = n
+	}
+	for n, a := range t.jmpSlot {
+		bySlot[a] = n
+	}
+	for i, s := range t.f.Sections {
+		if s.Name != ".plt" && s.Name != ".plt.sec" && s.Name != ".plt.got" {
+			continue
+		}
+		d, err := t.f.SectionData(i)
+		if err != nil {
+			return fmt.Errorf("read %s of %s: %w", s.Name, t.path, err)
+		}
+		ent := s.Entsize
+		if ent != 8 && ent != 16 {
+			ent = 16
+		}
+		if s.Name == ".plt.got" && len(d)%16 != 0 {
+			ent = 8
+		}
+		for k := uint64(0); k+ent <= uint64(len(d)); k += ent {
+			for j := k; j+6 <= k+ent; j++ {
+				if d[j] != 0xff || d[j+1] != 0x25 {
+					continue
+				}
+				slot := s.Addr + j + 6 + uint64(int64(int32(binary.LittleEndian.Uint32(d[j+2:]))))
+				if n, ok := bySlot[slot]; ok {
+					t.plt[n] = append(t.plt[n], s.Addr+k)
+				}
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// comments returns the distinct compiler identification strings of a
+// file's .comment section ("GCC: (Debian 12.2.0-14) 12.2.0").
+func comments(f *elfx.File) []string {
+	var out []string
+	for i, s := range f.Sections {
+		if s.Name != ".comment" {
+			continue
+		}
+		d, err := f.SectionData(i)
+		if err != nil {
+			return nil
+		}
+		for _, c := range bytes.Split(d, []byte{0}) {
+			str := string(c)
+			if str == "" || slices.Contains(out, str) {
+				continue
+			}
+			out = append(out, str)
+		}
+	}
+	return out
 }
 
 func (t *target) close() { t.f.Close() }
