@@ -9,12 +9,16 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"hotfleet/internal/buildtree"
 )
 
 const usage = `hotfleet keeps running Linux processes patched without restarts.
 
 Usage:
   hotfleet patch build   --target BINARY --orig ORIG.o --patched FIXED.o [--id ID --level N --cve CVE-...] -o FIX.hfp
+  hotfleet patch build   --source DIR --fix FIX.diff --target BINARY [--target LIB ...] [--build-cmd CMD]
+                         [--work DIR --keep-work --json] [--id ID --level N --cve CVE-...] -o FIX.hfp
   hotfleet patch inspect [--json] FIX.hfp
   hotfleet patch apply   FIX.hfp --pid PID|--all [--quiescent] [--deadline 10s] [--json]
   hotfleet patch status  [--pid PID] [--json]
@@ -36,6 +40,9 @@ var patchCommands = map[string]command{
 }
 
 func main() {
+	if wrapMode(os.Args[0]) {
+		os.Exit(buildtree.WrapMain(os.Args))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()

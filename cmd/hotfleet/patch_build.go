@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"hotfleet/internal/build"
+	"hotfleet/internal/buildtree"
 	"hotfleet/internal/bundle"
 )
 
@@ -26,12 +27,19 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func cmdPatchBuild(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("hotfleet patch build", flag.ContinueOnError)
 	var opts build.Options
-	var cves, quiet stringList
-	var out string
+	var targets, cves, quiet stringList
+	var out, source, fix, buildCmd, work string
+	var keepWork, asJSON bool
 	var level uint
-	fs.StringVar(&opts.Target, "target", "", "executable or shared library the processes run (unstripped)")
+	fs.Var(&targets, "target", "executable or shared library the processes run (repeatable with --source)")
 	fs.StringVar(&opts.Orig, "orig", "", "object of the original source file")
 	fs.StringVar(&opts.Patched, "patched", "", "object of the fixed source file")
+	fs.StringVar(&source, "source", "", "source tree the targets were built from (builds it before and after --fix)")
+	fs.StringVar(&fix, "fix", "", "unified diff to apply to --source")
+	fs.StringVar(&buildCmd, "build-cmd", "", "shell command that builds --source (default: make, ./configure && make, cmake or meson, as detected)")
+	fs.StringVar(&work, "work", "", "work directory for the two builds (kept); default a temporary one, removed")
+	fs.BoolVar(&keepWork, "keep-work", false, "keep the temporary work directory")
+	fs.BoolVar(&asJSON, "json", false, "print the summary of a --source build as JSON")
 	fs.StringVar(&opts.ID, "id", "", "patch id (default: the output file name without .hfp)")
 	fs.UintVar(&level, "level", 1, "patch level; a higher level replaces a lower one")
 	fs.Var(&cves, "cve", "CVE id the patch fixes (repeatable)")
@@ -46,17 +54,34 @@ func cmdPatchBuild(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: patch build takes no positional arguments, got %q", errUsage, pos)
 	}
-	if opts.Target == "" || opts.Orig == "" || opts.Patched == "" || out == "" {
-		return fmt.Errorf("%w: patch build needs --target BINARY --orig ORIG.o --patched FIXED.o -o FIX.hfp", errUsage)
-	}
 	if level == 0 || level > 1<<32-1 {
 		return fmt.Errorf("%w: --level %d: the level must be between 1 and %d", errUsage, level, uint32(1<<32-1))
 	}
 	opts.Level = uint32(level)
-	if opts.ID == "" {
+	if out != "" && opts.ID == "" {
 		opts.ID = strings.TrimSuffix(filepath.Base(out), ".hfp")
 	}
 	opts.CVEs, opts.QuiescentFuncs = cves, quiet
+	if source != "" || fix != "" {
+		if source == "" || fix == "" || len(targets) == 0 || out == "" {
+			return fmt.Errorf("%w: patch build from source needs --source DIR --fix FIX.diff --target BINARY [--target LIB ...] -o FIX.hfp", errUsage)
+		}
+		if opts.Orig != "" || opts.Patched != "" {
+			return fmt.Errorf("%w: give either --source and --fix, or --orig and --patched, not both", errUsage)
+		}
+		return patchBuildFromSource(ctx, buildtree.Options{Source: source, Fix: fix, Targets: targets, BuildCmd: buildCmd,
+			Work: work, KeepWork: keepWork, Output: os.Stderr, ID: opts.ID, Level: opts.Level, CVEs: opts.CVEs,
+			Description: opts.Description, Quiescent: opts.Quiescent, QuiescentFuncs: opts.QuiescentFuncs}, out, asJSON)
+	}
+	if len(targets) > 1 {
+		return fmt.Errorf("%w: several --target need --source and --fix; --orig and --patched build for one target", errUsage)
+	}
+	if len(targets) == 1 {
+		opts.Target = targets[0]
+	}
+	if opts.Target == "" || opts.Orig == "" || opts.Patched == "" || out == "" {
+		return fmt.Errorf("%w: patch build needs --target BINARY --orig ORIG.o --patched FIXED.o -o FIX.hfp, or --source DIR --fix FIX.diff --target BINARY -o FIX.hfp", errUsage)
+	}
 	res, err := build.Build(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("build patch %s for %s: %w", opts.ID, opts.Target, err)
@@ -69,6 +94,50 @@ func cmdPatchBuild(ctx context.Context, args []string) error {
 		return err
 	}
 	printSummary(os.Stdout, res, out, len(data))
+	return nil
+}
+
+// patchBuildFromSource builds the tree before and after the fix and writes
+// one bundle for every module the fix changes.
+func patchBuildFromSource(ctx context.Context, opts buildtree.Options, out string, asJSON bool) error {
+	if err := checkOutputDir(out); err != nil {
+		return err
+	}
+	if asJSON {
+		opts.Output = os.Stderr
+	}
+	res, err := buildtree.Build(ctx, opts)
+	if err != nil {
+		return fmt.Errorf("build patch %s from %s and %s: %w", opts.ID, opts.Source, opts.Fix, err)
+	}
+	data, err := bundle.Marshal(res.Bundle)
+	if err != nil {
+		return fmt.Errorf("encode patch %s: %w", opts.ID, err)
+	}
+	if err := writeFileAtomic(out, data); err != nil {
+		return err
+	}
+	sum := buildtree.Summarize(res, out, len(data))
+	if asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(sum)
+	}
+	sum.WriteText(os.Stdout)
+	return nil
+}
+
+// checkOutputDir fails early, before a long build, when the bundle could not
+// be written.
+func checkOutputDir(out string) error {
+	dir := filepath.Dir(out)
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%w: -o %s: the directory %s: %v", errUsage, out, dir, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%w: -o %s: %s is not a directory", errUsage, out, dir)
+	}
 	return nil
 }
 

@@ -1,0 +1,2 @@
+/* config.h: a setting only app/main.c reads. */
+#define LIMIT 10

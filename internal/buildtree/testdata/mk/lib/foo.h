@@ -1,0 +1,2 @@
+/* foo.h: the library's interface. */
+int foo_value(int x);
