@@ -1,0 +1,407 @@
+package corpus
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"hotfleet/internal/build"
+	"hotfleet/internal/bundle"
+	"hotfleet/internal/livepatch"
+	"hotfleet/internal/livepatch/lptest"
+	"hotfleet/internal/testenv"
+)
+
+const (
+	// maxParallel bounds the cases built and run at once: the test machines
+	// have two cores shared with other work.
+	maxParallel = 2
+	// stepTimeout bounds one build, apply or revert; each takes well under a
+	// second, the margin absorbs a loaded CI machine.
+	stepTimeout = 60 * time.Second
+)
+
+// patchFlags are added to every object, as the builder requires.
+var patchFlags = []string{"-ffunction-sections", "-fdata-sections"}
+
+// spec is a case's case.json.
+type spec struct {
+	Kind   string `json:"kind"`   // the change kind, one line
+	Proves string `json:"proves"` // what the case shows about the builder
+	// Link is how the module is linked: "pie" or "nopie" executable, or
+	// "shared" (a -fPIC library the executable built from Main loads).
+	Link string `json:"link"`
+	Lang string `json:"lang"` // "c" (default) or "c++"
+	// CFlags are the build's flags for every object (default -O2).
+	CFlags  []string `json:"cflags"`
+	Sources []string `json:"sources"` // the module's sources
+	Main    []string `json:"main"`    // the executable's sources for a shared module
+	LDLibs  []string `json:"ldlibs"`  // libraries every link adds (-lm)
+	// Deps are sources of libdep.so, a library the program links and the
+	// fix does not touch.
+	Deps []string `json:"deps"`
+	// Before, After and Reverted are the lines the program prints for
+	// successive steps: before the patch, while applied, after the revert.
+	Before   []string `json:"before"`
+	After    []string `json:"after"`
+	Reverted []string `json:"reverted"`
+	// Changed are functions the build must name as changed; with Exact,
+	// no other function may change. New are functions the fix adds.
+	Changed []string `json:"changed"`
+	Exact   bool     `json:"exact"`
+	New     []string `json:"new"`
+	// Refuse, when set, is the expected outcome instead: a refusal whose
+	// message contains this text (the symbol it is about).
+	Refuse string `json:"refuse"`
+	// Mode "source" marks a case only the --source driver can judge (a
+	// change to an assembly source is refused before any object diff).
+	Mode string `json:"mode"`
+}
+
+func (s *spec) validate() error {
+	switch s.Link {
+	case "pie", "nopie", "shared":
+	default:
+		return fmt.Errorf("link %q: want pie, nopie or shared", s.Link)
+	}
+	switch s.Lang {
+	case "", "c", "c++":
+	default:
+		return fmt.Errorf("lang %q: want c or c++", s.Lang)
+	}
+	if s.Mode != "" && s.Mode != "source" {
+		return fmt.Errorf("mode %q: want empty or source", s.Mode)
+	}
+	if s.Kind == "" || s.Proves == "" {
+		return errors.New("kind and proves are required")
+	}
+	if len(s.Sources) == 0 {
+		return errors.New("sources is empty")
+	}
+	if (len(s.Main) > 0) != (s.Link == "shared") {
+		return errors.New("main lists the executable's sources of a shared module, and only those")
+	}
+	if s.Refuse == "" && (len(s.Before) == 0 || len(s.After) == 0 || len(s.Reverted) == 0) {
+		return errors.New("a case expects either a refusal or before, after and reverted output")
+	}
+	if s.Refuse != "" && (len(s.After) > 0 || len(s.Changed) > 0) {
+		return errors.New("a refused case has no patched output or changed functions")
+	}
+	return nil
+}
+
+func loadSpec(dir string) (*spec, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "case.json"))
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var s spec
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("%s/case.json: %w", filepath.Base(dir), err)
+	}
+	if err := s.validate(); err != nil {
+		return nil, fmt.Errorf("%s/case.json: %w", filepath.Base(dir), err)
+	}
+	return &s, nil
+}
+
+// cases returns the case directories in order.
+func cases(t *testing.T) []string {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join("testdata", "[0-9][0-9]-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(dirs)
+	if len(dirs) == 0 {
+		t.Fatal("no cases under testdata")
+	}
+	return dirs
+}
+
+// TestCaseFiles checks every case is complete without building anything:
+// a case.json that decodes, a fix.diff, and the sources it names.
+func TestCaseFiles(t *testing.T) {
+	for _, dir := range cases(t) {
+		s, err := loadSpec(dir)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, "fix.diff")); err != nil {
+			t.Errorf("%s: %v", dir, err)
+		}
+		for _, src := range slices.Concat(s.Sources, s.Main, s.Deps) {
+			if _, err := os.Stat(filepath.Join(dir, src)); err != nil {
+				t.Errorf("%s: %v", dir, err)
+			}
+		}
+	}
+}
+
+// TestCorpus builds each case's bundle with build.Build, applies it to the
+// running program, checks the output switches to the fixed behaviour, and
+// reverts it; or checks the build refuses with the expected message.
+func TestCorpus(t *testing.T) {
+	sem := make(chan struct{}, maxParallel)
+	for _, dir := range cases(t) {
+		name := filepath.Base(dir)
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testenv.NeedRoot(t)
+			testenv.NeedGCC(t)
+			s, err := loadSpec(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Mode == "source" {
+				t.Skip("judged by the --source driver only (TestCorpusSource)")
+			}
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			runCase(t, name, dir, s)
+		})
+	}
+}
+
+// caseBuild is a case compiled twice and linked from the original objects.
+type caseBuild struct {
+	dir    string
+	target string // the module: executable or shared library
+	prog   string // the executable to run
+	units  []build.Unit
+}
+
+func runCase(t *testing.T, name, dir string, s *spec) {
+	cb := compileCase(t, dir, s)
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	opts := build.Options{Target: cb.target, Units: cb.units, ID: name, Level: 1}
+
+	if s.Refuse != "" {
+		p := lptest.Start(t, cb.prog)
+		expectLines(t, p, "before the build", s.Before)
+		res, err := build.Build(ctx, opts)
+		if err == nil {
+			t.Fatalf("build succeeded (changed %v, new %v), want a refusal naming %q", changedNames(res), res.New, s.Refuse)
+		}
+		if !errors.Is(err, build.ErrRefused) {
+			t.Errorf("build error does not wrap build.ErrRefused: %v", err)
+		}
+		if !strings.Contains(err.Error(), s.Refuse) {
+			t.Errorf("refusal does not name %q: %v", s.Refuse, err)
+		}
+		if res != nil {
+			t.Errorf("refused build still returned a result: %+v", res)
+		}
+		t.Logf("refused as expected: %v", err)
+		// The refusal touched nothing: the program behaves as before.
+		expectLines(t, p, "after the refusal", s.Before)
+		return
+	}
+
+	res, err := build.Build(ctx, opts)
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	checkChanges(t, s, res)
+	data, err := bundle.Marshal(res.Bundle)
+	if err != nil {
+		t.Fatalf("encode the bundle: %v", err)
+	}
+	b, err := bundle.Decode(data)
+	if err != nil {
+		t.Fatalf("decode the bundle: %v", err)
+	}
+	t.Logf("changed %v, new %v, cold %v, stubs %v, bundle %d bytes", changedNames(res), res.New, res.Cold, res.Stubs, len(data))
+
+	p := lptest.StartGrandchild(t, cb.prog)
+	expectLines(t, p, "before the patch", s.Before)
+	if _, err := livepatch.Apply(ctx, p.Pid, b, livepatch.Options{}); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	expectLines(t, p, "with the patch applied", s.After)
+	if _, err := livepatch.Revert(ctx, p.Pid, name, livepatch.Options{}); err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	expectLines(t, p, "after the revert", s.Reverted)
+	p.Kill()
+}
+
+func changedNames(res *build.Result) []string {
+	if res == nil {
+		return nil
+	}
+	var out []string
+	for _, c := range res.Changed {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+func checkChanges(t *testing.T, s *spec, res *build.Result) {
+	t.Helper()
+	got := changedNames(res)
+	for _, want := range s.Changed {
+		if !slices.Contains(got, want) {
+			t.Errorf("build did not change %s; it changed %v", want, got)
+		}
+	}
+	if s.Exact {
+		for _, g := range got {
+			if !slices.Contains(s.Changed, g) {
+				t.Errorf("build changed %s, which the fix does not change (want only %v)", g, s.Changed)
+			}
+		}
+	}
+	for _, want := range s.New {
+		// gcc may clone the new function (sanitize.constprop.0.isra.0).
+		if !slices.ContainsFunc(res.New, func(n string) bool { return n == want || strings.HasPrefix(n, want+".") }) {
+			t.Errorf("build did not add the new function %s; new: %v", want, res.New)
+		}
+	}
+}
+
+func expectLines(t *testing.T, p *lptest.Target, when string, want []string) {
+	t.Helper()
+	for i, w := range want {
+		if got := p.Call("step"); got != w {
+			t.Fatalf("%s, step %d: the program printed %q, want %q", when, i+1, got, w)
+		}
+	}
+}
+
+// compileCase copies the case into orig/ and fixed/, applies fix.diff to
+// fixed/, compiles both with the case's flags, links the original program,
+// and returns one unit per source whose object the fix changed.
+func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
+	t.Helper()
+	work := t.TempDir()
+	cb := &caseBuild{dir: work}
+	for _, v := range []string{"orig", "fixed"} {
+		if err := os.CopyFS(filepath.Join(work, v), os.DirFS(dir)); err != nil {
+			t.Fatalf("copy %s: %v", dir, err)
+		}
+	}
+	fix, err := filepath.Abs(filepath.Join(dir, "fix.diff"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, filepath.Join(work, "fixed"), "patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", fix)
+
+	cflags := s.CFlags
+	if len(cflags) == 0 {
+		cflags = []string{"-O2"}
+	}
+	var model, ldflags []string
+	switch s.Link {
+	case "pie":
+		model, ldflags = []string{"-fPIE"}, []string{"-pie"}
+	case "nopie":
+		model, ldflags = []string{"-fno-pie"}, []string{"-no-pie"}
+	case "shared":
+		model = []string{"-fPIC"}
+	}
+	flags := slices.Concat(cflags, model, patchFlags)
+	compile := func(variant, src string, flags []string) string {
+		obj := src + ".o"
+		run(t, filepath.Join(work, variant), compilerFor(s, src), slices.Concat([]string{"-c"}, flags, []string{src, "-o", obj})...)
+		return filepath.Join(work, variant, obj)
+	}
+	driver, err := filepath.Abs(filepath.Join("testdata", "driver.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exeFlags := slices.Concat(cflags, []string{"-fPIE"})
+	if s.Link == "nopie" {
+		exeFlags = slices.Concat(cflags, []string{"-fno-pie"})
+	}
+	driverObj := filepath.Join(work, "driver.o")
+	run(t, work, "gcc", slices.Concat([]string{"-c"}, exeFlags, []string{driver, "-o", driverObj})...)
+
+	var modObjs []string
+	for _, src := range s.Sources {
+		o := compile("orig", src, flags)
+		f := compile("fixed", src, flags)
+		modObjs = append(modObjs, o)
+		if !sameFile(t, o, f) {
+			cb.units = append(cb.units, build.Unit{Orig: o, Patched: f, Source: src})
+		}
+	}
+	if len(cb.units) == 0 {
+		t.Fatalf("fix.diff changes none of the module's objects %v", s.Sources)
+	}
+	linker := "gcc"
+	if s.Lang == "c++" {
+		linker = "g++"
+	}
+	origDir := filepath.Join(work, "orig")
+	libs := s.LDLibs
+	if len(s.Deps) > 0 {
+		var depObjs []string
+		for _, src := range s.Deps {
+			depObjs = append(depObjs, compile("orig", src, slices.Concat(cflags, []string{"-fPIC"})))
+		}
+		run(t, origDir, linker, slices.Concat([]string{"-shared"}, depObjs, []string{"-o", filepath.Join(origDir, "libdep.so")})...)
+		libs = slices.Concat([]string{"-L", origDir, "-ldep", "-Wl,-rpath," + origDir}, libs)
+	}
+	switch s.Link {
+	case "pie", "nopie":
+		cb.target = filepath.Join(origDir, "prog")
+		run(t, origDir, linker, slices.Concat(ldflags, modObjs, []string{driverObj, "-o", cb.target}, libs)...)
+		cb.prog = cb.target
+	case "shared":
+		cb.target = filepath.Join(origDir, "libcase.so")
+		run(t, origDir, linker, slices.Concat([]string{"-shared"}, modObjs, []string{"-o", cb.target}, libs)...)
+		var mainObjs []string
+		for _, src := range s.Main {
+			mainObjs = append(mainObjs, compile("orig", src, exeFlags))
+		}
+		cb.prog = filepath.Join(origDir, "prog")
+		run(t, origDir, linker, slices.Concat([]string{"-pie"}, mainObjs, []string{driverObj, "-L", origDir, "-lcase", "-Wl,-rpath," + origDir, "-o", cb.prog}, libs)...)
+	}
+	return cb
+}
+
+func compilerFor(s *spec, src string) string {
+	if s.Lang == "c++" && (strings.HasSuffix(src, ".cpp") || strings.HasSuffix(src, ".cc")) {
+		return "g++"
+	}
+	return "gcc"
+}
+
+func sameFile(t *testing.T, a, b string) bool {
+	t.Helper()
+	da, err := os.ReadFile(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := os.ReadFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Equal(da, db)
+}
+
+// run runs a build tool in dir and fails the test with its output.
+func run(t *testing.T, dir, tool string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(tool, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s (in %s): %v\n%s", tool, strings.Join(args, " "), dir, err, out)
+	}
+}

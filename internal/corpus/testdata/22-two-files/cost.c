@@ -1,0 +1,16 @@
+#include <stdio.h>
+#include "proto.h"
+
+int field_cost(int n)
+{
+	return n * 3;
+}
+
+static const char *volatile msg = "a,b,,c,d,e";
+
+void corpus_step(void)
+{
+	int n = count_fields(msg);
+
+	printf("fields=%d cost=%d\n", n, field_cost(n));
+}
