@@ -1,0 +1,386 @@
+package buildtree_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"hotfleet/internal/buildtree"
+	"hotfleet/internal/livepatch"
+	"hotfleet/internal/livepatch/lptest"
+	"hotfleet/internal/testenv"
+)
+
+// TestMain lets the test binary be the compiler wrapper, as the hotfleet
+// binary is for a real build: started under a compiler's name it wraps.
+func TestMain(m *testing.M) {
+	if buildtree.IsWrapperName(filepath.Base(os.Args[0])) {
+		os.Exit(buildtree.WrapMain(os.Args))
+	}
+	os.Exit(m.Run())
+}
+
+// project copies a test project from testdata into a temporary source tree
+// and builds it there with buildCmd, as the shipped binaries were built.
+func project(t *testing.T, buildCmd string, dirs ...string) string {
+	t.Helper()
+	testenv.NeedGCC(t)
+	if _, err := exec.LookPath("make"); err != nil {
+		testenv.NeedGCC(t) // make comes with the same toolchain; treat it alike
+		t.Skip("the test needs make")
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs {
+		out, err := exec.Command("sh", "-c", `cp -a "$0"/. "$1"/`, filepath.Join("testdata", d), src).CombinedOutput()
+		if err != nil {
+			t.Fatalf("copy testdata/%s: %v\n%s", d, err, out)
+		}
+	}
+	if buildCmd != "" {
+		cmd := exec.Command("sh", "-c", buildCmd)
+		cmd.Dir = src
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build the shipped binaries (%s): %v\n%s", buildCmd, err, out)
+		}
+	}
+	return src
+}
+
+// makeFix writes a unified diff (-p1, like git's) that applies edits to
+// files of src: each edit maps a file to a function of its old text.
+func makeFix(t *testing.T, src string, edits map[string]func(string) string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, edit := range edits {
+		old, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		for side, text := range map[string]string{"a": string(old), "b": edit(string(old))} {
+			if side == "a" && os.IsNotExist(err) {
+				continue
+			}
+			p := filepath.Join(dir, side, name)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		os.MkdirAll(filepath.Join(dir, "a"), 0o755)
+	}
+	cmd := exec.Command("diff", "-ruN", "a", "b")
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() != 1) {
+		t.Fatalf("diff: %v", err)
+	}
+	fix := filepath.Join(dir, "fix.diff")
+	if err := os.WriteFile(fix, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return fix
+}
+
+func replace(old, new string) func(string) string {
+	return func(s string) string {
+		if !strings.Contains(s, old) {
+			panic("test fix: no " + old)
+		}
+		return strings.Replace(s, old, new, 1)
+	}
+}
+
+// treeSum hashes every file name, mode, mtime and content under dir, to
+// prove a build left the user's tree alone.
+func treeSum(t *testing.T, dir string) [32]byte {
+	t.Helper()
+	h := sha256.New()
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		st, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		h.Write([]byte(p + st.Mode().String() + st.ModTime().String()))
+		if st.Mode().IsRegular() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			h.Write(b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s [32]byte
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+// bothFix changes the static helper of the library and the static helper of
+// the same name in the executable.
+func bothFix(t *testing.T, src string) string {
+	return makeFix(t, src, map[string]func(string) string{
+		"lib/foo.c":  replace("r += 1;", "r += 2;"),
+		"app/main.c": replace("r += 2;", "r += 3;"),
+	})
+}
+
+func opts(src, fix string, targets ...string) buildtree.Options {
+	return buildtree.Options{Source: src, Fix: fix, Targets: targets, ID: "fix-test", Level: 1}
+}
+
+func changedNames(m buildtree.Module) []string {
+	var out []string
+	for _, c := range m.Result.Changed {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+// applyAndCheck applies the bundle to a running prog, checks each command's
+// answer before, after and after the revert.
+func applyAndCheck(t *testing.T, prog string, res *buildtree.Result, before, after map[string]string) {
+	t.Helper()
+	testenv.NeedRoot(t)
+	p := lptest.Start(t, prog)
+	for cmd, want := range before {
+		p.Expect(cmd, want)
+	}
+	ctx := context.Background()
+	if _, err := livepatch.Apply(ctx, p.Pid, res.Bundle, livepatch.Options{}); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	for cmd, want := range after {
+		p.Expect(cmd, want)
+	}
+	if _, err := livepatch.Revert(ctx, p.Pid, res.Bundle.ID, livepatch.Options{}); err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	for cmd, want := range before {
+		p.Expect(cmd, want)
+	}
+}
+
+func TestLibraryAndExecutableInOneBundle(t *testing.T) {
+	testenv.NeedRoot(t)
+	src := project(t, "make", "src", "mk")
+	fix := bothFix(t, src)
+	sum := treeSum(t, src)
+	prog, lib := filepath.Join(src, "prog"), filepath.Join(src, "libfoo.so.1")
+	res, err := buildtree.Build(context.Background(), opts(src, fix, prog, lib))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if treeSum(t, src) != sum {
+		t.Fatal("the build changed the source tree")
+	}
+	if len(res.Bundle.Modules) != 2 || len(res.Modules) != 2 {
+		t.Fatalf("bundle has %d modules, want 2 (prog and libfoo.so.1)", len(res.Bundle.Modules))
+	}
+	for i, want := range []string{"app/main.c", "lib/foo.c"} {
+		m := res.Modules[i]
+		if len(m.Units) != 1 || m.Units[0].Source != want {
+			t.Errorf("module %s built from %v, want %s", m.Target, m.Units, want)
+		}
+		if got := changedNames(m); len(got) != 1 || got[0] != "helper" {
+			t.Errorf("module %s: changed functions %v, want [helper]", m.Target, got)
+		}
+	}
+	applyAndCheck(t, prog, res, map[string]string{"lib": "10", "app": "1002"}, map[string]string{"lib": "20", "app": "1003"})
+}
+
+// TestLineShiftIsNoChange adds lines above where_am_i, which returns
+// __LINE__: it must neither be in the bundle nor answer differently.
+func TestLineShiftIsNoChange(t *testing.T) {
+	testenv.NeedRoot(t)
+	src := project(t, "make", "src", "mk")
+	fix := makeFix(t, src, map[string]func(string) string{
+		"app/main.c": replace("\treturn helper(x) + 1000;", "\t/* A fix that adds lines\n\t * above other functions. */\n\tif (x < 0)\n\t\treturn 0;\n\treturn helper(x) + 2000;"),
+	})
+	prog := filepath.Join(src, "prog")
+	res, err := buildtree.Build(context.Background(), opts(src, fix, prog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := changedNames(res.Modules[0]); len(got) != 1 || got[0] != "app_value" {
+		t.Fatalf("changed functions %v, want only [app_value]: a __LINE__ shift counted as a change", got)
+	}
+	out, err := exec.Command("grep", "-n", "return __LINE__", filepath.Join(src, "app/main.c")).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(out), ":")
+	applyAndCheck(t, prog, res, map[string]string{"app": "1002", "line": line}, map[string]string{"app": "2002", "line": line})
+}
+
+// TestHeaderOnlyFix changes a header the Makefile does not list: the
+// wrapper's dependency tracking must still rebuild main.o.
+func TestHeaderOnlyFix(t *testing.T) {
+	testenv.NeedRoot(t)
+	src := project(t, "make", "src", "mk")
+	fix := makeFix(t, src, map[string]func(string) string{"app/config.h": replace("LIMIT 10", "LIMIT 20")})
+	prog := filepath.Join(src, "prog")
+	res, err := buildtree.Build(context.Background(), opts(src, fix, prog, filepath.Join(src, "libfoo.so.1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := changedNames(res.Modules[0]); len(got) != 1 || got[0] != "limit" {
+		t.Fatalf("changed functions %v, want [limit]", got)
+	}
+	if len(res.Untouched) != 1 || filepath.Base(res.Untouched[0]) != "libfoo.so.1" {
+		t.Errorf("untouched targets %v, want libfoo.so.1", res.Untouched)
+	}
+	applyAndCheck(t, prog, res, map[string]string{"limit": "10"}, map[string]string{"limit": "20"})
+}
+
+func TestRefusals(t *testing.T) {
+	src := project(t, "make", "src", "mk")
+	prog, lib := filepath.Join(src, "prog"), filepath.Join(src, "libfoo.so.1")
+	cases := []struct {
+		name     string
+		edits    map[string]func(string) string
+		buildCmd string
+		targets  []string
+		want     string
+	}{
+		{"assembly", map[string]func(string) string{"app/fast.S": replace("$5", "$6")}, "", nil,
+			"app/fast.S changed: assembly is not hot-patchable; make the fix in C or ship a restart update"},
+		{"build files only", map[string]func(string) string{"Makefile": replace("-O2 -g", "-O2 -g -DX")}, "", nil,
+			"changes only build files (Makefile)"},
+		{"nothing compiled", map[string]func(string) string{"README": func(string) string { return "notes\n" }}, "", nil,
+			"the fix changes nothing compiled"},
+		{"comment only", map[string]func(string) string{"lib/foo.c": replace("/* foo.c: libfoo.", "/* foo.c: the libfoo.")}, "", nil,
+			"the fix changes nothing compiled"},
+		{"LTO", map[string]func(string) string{"lib/foo.c": replace("r += 1;", "r += 2;")}, "make CFLAGS='-O2 -flto'", nil,
+			"lib/foo.o is an LTO object"},
+		{"no target for a unit", map[string]func(string) string{"lib/foo.c": replace("r += 1;", "r += 2;")}, "", []string{prog},
+			"lib/foo.c changed, and it is linked into libfoo.so.1, but no --target is that module; add --target"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fix := makeFix(t, src, c.edits)
+			o := opts(src, fix, prog, lib)
+			if c.targets != nil {
+				o.Targets = c.targets
+			}
+			o.BuildCmd = c.buildCmd
+			sum := treeSum(t, src)
+			_, err := buildtree.Build(context.Background(), o)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got error %v, want one saying %q", err, c.want)
+			}
+			if !errors.Is(err, buildtree.ErrNotPatchable) {
+				t.Errorf("error %v is not ErrNotPatchable", err)
+			}
+			if treeSum(t, src) != sum {
+				t.Fatal("the refused build changed the source tree")
+			}
+		})
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	src := project(t, "make", "src", "mk")
+	prog := filepath.Join(src, "prog")
+	good := bothFix(t, src)
+	notApplying := makeFix(t, src, map[string]func(string) string{"lib/foo.c": replace("r += 1;", "r += 2;")})
+	// Make the diff's context wrong: it no longer matches the tree.
+	b, _ := os.ReadFile(notApplying)
+	os.WriteFile(notApplying, []byte(strings.Replace(string(b), "for (int i = 0; i < x; i++)", "for (int j = 0; j < x; j++)", 1)), 0o644)
+	cases := []struct {
+		name string
+		o    buildtree.Options
+		want string
+	}{
+		{"missing source", opts(filepath.Join(src, "nope"), good, prog), "source tree " + filepath.Join(src, "nope")},
+		{"fix does not apply", opts(src, notApplying, prog), "does not apply to " + src},
+		{"missing fix", opts(src, filepath.Join(src, "nope.diff"), prog), "nope.diff"},
+		{"target without build-id", opts(src, good, noBuildID(t)), "has no GNU build-id"},
+		{"target not ELF", opts(src, good, filepath.Join(src, "Makefile")), "target " + filepath.Join(src, "Makefile")},
+		{"no build system", buildtree.Options{Source: t.TempDir(), Fix: makeFix(t, t.TempDir(), map[string]func(string) string{"x.c": func(string) string { return "int x;\n" }}), Targets: []string{prog}, ID: "x", Level: 1},
+			"give the command that builds it with --build-cmd"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			work := filepath.Join(t.TempDir(), "work")
+			c.o.Work = work
+			sum := treeSum(t, src)
+			_, err := buildtree.Build(context.Background(), c.o)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got error %v, want one saying %q", err, c.want)
+			}
+			if !errors.Is(err, buildtree.ErrBadInput) {
+				t.Errorf("error %v is not ErrBadInput", err)
+			}
+			if _, err := os.Stat(work); !os.IsNotExist(err) {
+				t.Errorf("bad input created the work directory %s", work)
+			}
+			if treeSum(t, src) != sum {
+				t.Fatal("bad input changed the source tree")
+			}
+		})
+	}
+	t.Run("failing hunk is named", func(t *testing.T) {
+		_, err := buildtree.Build(context.Background(), opts(src, notApplying, prog))
+		if err == nil || !strings.Contains(err.Error(), "Hunk #1 FAILED") || !strings.Contains(err.Error(), "lib/foo.c") {
+			t.Fatalf("got %v, want the failing hunk of lib/foo.c named", err)
+		}
+	})
+}
+
+func noBuildID(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	c := filepath.Join(dir, "noid.c")
+	os.WriteFile(c, []byte("int main(void) { return 0; }\n"), 0o644)
+	return testenv.CC(t, filepath.Join(dir, "noid"), "-Wl,--build-id=none", c)
+}
+
+// TestBuildSystems builds the same sources with cmake and with meson.
+func TestBuildSystems(t *testing.T) {
+	cases := []struct {
+		name, dir, userBuild, out string
+		tools                     []string
+	}{
+		{"cmake", "cmake", "cmake -S . -B out >/dev/null && cmake --build out >/dev/null", "out", []string{"cmake"}},
+		{"meson", "meson", "meson setup out >/dev/null && ninja -C out >/dev/null", "out", []string{"meson", "ninja"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			testenv.NeedRoot(t)
+			for _, tool := range c.tools {
+				if _, err := exec.LookPath(tool); err != nil {
+					if testenv.InCI() {
+						t.Fatalf("CI=true but %s is not installed", tool)
+					}
+					t.Skipf("the test needs %s", tool)
+				}
+			}
+			src := project(t, c.userBuild, "src", c.dir)
+			fix := bothFix(t, src)
+			prog, lib := filepath.Join(src, c.out, "prog"), filepath.Join(src, c.out, "libfoo.so.1")
+			res, err := buildtree.Build(context.Background(), opts(src, fix, prog, lib))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Bundle.Modules) != 2 {
+				t.Fatalf("bundle has %d modules, want 2", len(res.Bundle.Modules))
+			}
+			applyAndCheck(t, prog, res, map[string]string{"lib": "10", "app": "1002"}, map[string]string{"lib": "20", "app": "1003"})
+		})
+	}
+}
