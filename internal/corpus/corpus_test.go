@@ -52,6 +52,8 @@ type spec struct {
 	Deps []string `json:"deps"`
 	// Before, After and Reverted are the lines the program prints for
 	// successive steps: before the patch, while applied, after the revert.
+	// For a refused case Reverted is what it prints after the refusal
+	// (default: Before again).
 	Before   []string `json:"before"`
 	After    []string `json:"after"`
 	Reverted []string `json:"reverted"`
@@ -208,7 +210,11 @@ func runCase(t *testing.T, name, dir string, s *spec) {
 		}
 		t.Logf("refused as expected: %v", err)
 		// The refusal touched nothing: the program behaves as before.
-		expectLines(t, p, "after the refusal", s.Before)
+		after := s.Reverted
+		if len(after) == 0 {
+			after = s.Before
+		}
+		expectLines(t, p, "after the refusal", after)
 		return
 	}
 

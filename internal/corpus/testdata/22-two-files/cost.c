@@ -3,6 +3,8 @@
 
 int field_cost(int n)
 {
+	if (n <= 0)
+		return 0;
 	return n * 3;
 }
 
