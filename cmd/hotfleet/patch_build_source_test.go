@@ -1,0 +1,148 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"hotfleet/internal/buildtree"
+	"hotfleet/internal/livepatch/lptest"
+	"hotfleet/internal/testenv"
+)
+
+// TestMain lets the test binary act as the compiler wrapper, as the
+// hotfleet binary does in a real build from source.
+func TestMain(m *testing.M) {
+	if wrapMode(os.Args[0]) {
+		os.Exit(buildtree.WrapMain(os.Args))
+	}
+	os.Exit(m.Run())
+}
+
+const buildtreeTestdata = "../../internal/buildtree/testdata"
+
+// sourceProject copies the make-based test project (a library and an
+// executable using it) and builds it as the shipped binaries were built.
+func sourceProject(t *testing.T) string {
+	t.Helper()
+	testenv.NeedGCC(t)
+	src := filepath.Join(t.TempDir(), "src")
+	os.MkdirAll(src, 0o755)
+	for _, d := range []string{"src", "mk"} {
+		if out, err := exec.Command("sh", "-c", `cp -a "$0"/. "$1"/`, filepath.Join(buildtreeTestdata, d), src).CombinedOutput(); err != nil {
+			t.Fatalf("copy %s: %v\n%s", d, err, out)
+		}
+	}
+	cmd := exec.Command("make")
+	cmd.Dir = src
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make: %v\n%s", err, out)
+	}
+	return src
+}
+
+// sourceFix writes a -p1 diff changing the static helper of both the
+// library and the executable.
+func sourceFix(t *testing.T, src string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range []struct{ name, old, new string }{
+		{"lib/foo.c", "r += 1;", "r += 2;"},
+		{"app/main.c", "r += 2;", "r += 3;"},
+	} {
+		b, err := os.ReadFile(filepath.Join(src, f.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for side, text := range map[string]string{"a": string(b), "b": strings.Replace(string(b), f.old, f.new, 1)} {
+			p := filepath.Join(dir, side, f.name)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			os.WriteFile(p, []byte(text), 0o644)
+		}
+	}
+	cmd := exec.Command("diff", "-ruN", "a", "b")
+	cmd.Dir = dir
+	out, _ := cmd.Output()
+	fix := filepath.Join(dir, "fix.diff")
+	os.WriteFile(fix, out, 0o644)
+	return fix
+}
+
+func TestPatchBuildFromSource(t *testing.T) {
+	testenv.NeedRoot(t)
+	src := sourceProject(t)
+	fix := sourceFix(t, src)
+	prog, lib := filepath.Join(src, "prog"), filepath.Join(src, "libfoo.so.1")
+	bundlePath := filepath.Join(t.TempDir(), "fix-helper.hfp")
+	out, err := hotfleetRun(t, "patch", "build", "--source", src, "--fix", fix, "--target", prog, "--target", lib,
+		"--cve", "CVE-2026-0001", "--json", "-o", bundlePath)
+	if err != nil {
+		t.Fatalf("patch build --source: %v\n%s", err, out)
+	}
+	var sum buildtree.Summary
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatalf("--json printed %q: %v", out, err)
+	}
+	if sum.ID != "fix-helper" || len(sum.Modules) != 2 || sum.BundleBytes == 0 {
+		t.Fatalf("summary %+v: want patch fix-helper with 2 modules", sum)
+	}
+	for _, m := range sum.Modules {
+		if len(m.Changed) != 1 || m.Changed[0].Name != "helper" || m.Percent <= 0 {
+			t.Errorf("module %s: changed %+v, %.3f%% of the target; want helper", m.Target, m.Changed, m.Percent)
+		}
+	}
+	st, err := os.Stat(bundlePath)
+	if err != nil || int(st.Size()) != sum.BundleBytes {
+		t.Fatalf("bundle file: %v, size %v, summary says %d", err, st, sum.BundleBytes)
+	}
+
+	p := lptest.Start(t, prog)
+	p.Expect("lib", "10")
+	p.Expect("app", "1002")
+	if out, err := hotfleetRun(t, "patch", "apply", bundlePath, "--pid", strconv.Itoa(p.Pid)); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	p.Expect("lib", "20")
+	p.Expect("app", "1003")
+	if out, err := hotfleetRun(t, "patch", "revert", "fix-helper", "--pid", strconv.Itoa(p.Pid)); err != nil {
+		t.Fatalf("revert: %v\n%s", err, out)
+	}
+	p.Expect("lib", "10")
+	p.Expect("app", "1002")
+
+	// The text summary names both modules and the size against each target.
+	out, err = hotfleetRun(t, "patch", "build", "--source", src, "--fix", fix, "--target", prog, "--target", lib, "-o", bundlePath)
+	if err != nil {
+		t.Fatalf("patch build --source: %v\n%s", err, out)
+	}
+	for _, want := range []string{"module " + prog, "module " + lib, "helper (static, main.c)", "helper (static, foo.c)", "% of prog", "% of libfoo.so.1", "wrote " + bundlePath} {
+		if !strings.Contains(out, want) {
+			t.Errorf("summary lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestPatchBuildFromSourceUsage(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--source", dir, "--target", "x", "-o", "x.hfp"}, "needs --source DIR --fix FIX.diff"},
+		{[]string{"--source", dir, "--fix", "f.diff", "-o", "x.hfp"}, "needs --source DIR --fix FIX.diff"},
+		{[]string{"--source", dir, "--fix", "f.diff", "--target", "x", "--orig", "a.o", "-o", "x.hfp"}, "not both"},
+		{[]string{"--target", "a", "--target", "b", "--orig", "a.o", "--patched", "b.o", "-o", "x.hfp"}, "several --target need --source"},
+		{[]string{"--source", dir, "--fix", "f.diff", "--target", "x", "-o", filepath.Join(dir, "no", "x.hfp")}, "-o " + filepath.Join(dir, "no", "x.hfp")},
+	}
+	for _, c := range cases {
+		_, err := hotfleetRun(t, append([]string{"patch", "build"}, c.args...)...)
+		if err == nil || !errors.Is(err, errUsage) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("patch build %q: got %v, want a usage error saying %q", c.args, err, c.want)
+		}
+	}
+}
