@@ -188,6 +188,46 @@ type unit struct {
 	dataMap map[*elfx.Symbol]*elfx.Symbol // fixed variable -> orig variable
 }
 
+// origFunc finds the orig function (or cold fragment) that fixed function fs
+// is, matching clones by base name and kind (cloneKey): the target has the
+// orig build's clone names. It returns nil for a function new in the fix.
+func (u *unit) origFunc(fs *elfx.Symbol) (*elfx.Symbol, error) {
+	key := cloneKey(fs.Name)
+	os, fx := u.orig.byKey[key], u.fixed.byKey[key]
+	if len(os) <= 1 && len(fx) <= 1 {
+		if len(os) == 1 {
+			return os[0], nil
+		}
+		return nil, nil
+	}
+	// Several clones of one kind: gcc's numbers tell them apart only when
+	// both builds have the same ones.
+	same := len(os) == len(fx)
+	for _, f := range fx {
+		found := false
+		for _, o := range os {
+			found = found || o.Name == f.Name
+		}
+		same = same && found
+	}
+	if same {
+		for _, o := range os {
+			if o.Name == fs.Name {
+				return o, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w: gcc made several %s clones (%s in %s, %s in %s), numbered differently, and the builder cannot tell which is which; change the fix so gcc clones the same way (for example mark the function noclone), or ship a restart update", ErrRefused, key, symNames(os), u.orig.path, symNames(fx), u.fixed.path)
+}
+
+func symNames(ss []*elfx.Symbol) string {
+	var n []string
+	for _, s := range ss {
+		n = append(n, s.Name)
+	}
+	return strings.Join(n, ", ")
+}
+
 // unitSym is a symbol of one unit's fixed object.
 type unitSym struct {
 	u   *unit
@@ -483,8 +523,11 @@ func (b *builder) diff(u *unit) error {
 	sort.Strings(names)
 	for _, n := range names {
 		fs := u.fixed.funcs[n]
-		os, ok := u.orig.funcs[n]
-		if !ok {
+		os, err := u.origFunc(fs)
+		if err != nil {
+			return err
+		}
+		if os == nil {
 			u.newFns = append(u.newFns, fs)
 			b.res.New = append(b.res.New, n)
 			continue
@@ -734,7 +777,14 @@ func (b *builder) resolve(u *unit, sec int, r elfx.Reloc) (resolved, error) {
 		if def == nil {
 			return resolved{}, fmt.Errorf("%w: %s refers into section %s, which has no function symbol", ErrRefused, b.owner(u, sec), u.fixed.secName(tsec))
 		}
-		ts, err := b.tgt.lookup(def.Name, def.Bind == elf.STB_LOCAL, u.orig.file)
+		// The target has the orig build's names for clones.
+		name := def.Name
+		if os, err := u.origFunc(def); err != nil {
+			return resolved{}, err
+		} else if os != nil {
+			name = os.Name
+		}
+		ts, err := b.tgt.lookup(name, def.Bind == elf.STB_LOCAL, u.orig.file)
 		if err != nil {
 			return resolved{}, b.notFound(u, sec, def, err)
 		}
@@ -953,7 +1003,10 @@ func (b *builder) emit() error {
 	used := map[string]bool{}
 	for _, u := range b.units {
 		for _, fs := range u.changed {
-			os := u.orig.funcs[fs.Name]
+			os, err := u.origFunc(fs)
+			if err != nil {
+				return err
+			}
 			ts, err := b.tgt.lookup(os.Name, os.Bind == elf.STB_LOCAL, u.orig.file)
 			if err != nil {
 				if errors.Is(err, errNotInTarget) {

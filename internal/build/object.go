@@ -39,6 +39,9 @@ type object struct {
 	dataSyms []*elfx.Symbol       // writable and TLS variables
 	secDef   map[int]*elfx.Symbol // the symbol a section was emitted for
 	data     map[int][]byte
+	// byKey groups functions and cold fragments by cloneKey: the clones
+	// of one function of one kind ("scale.constprop.0", ".1") together.
+	byKey map[string][]*elfx.Symbol
 }
 
 func openObject(path, role string) (*object, error) {
@@ -54,7 +57,13 @@ func openObject(path, role string) (*object, error) {
 		f.Close()
 		return nil, fmt.Errorf("%w: %s %s is for %s; the builder handles x86-64 objects only", ErrRefused, role, path, f.Machine)
 	}
-	o := &object{path: path, f: f, funcs: map[string]*elfx.Symbol{}, secDef: map[int]*elfx.Symbol{}, data: map[int][]byte{}}
+	for _, sec := range f.Sections {
+		if strings.HasPrefix(sec.Name, ".gnu.lto_") {
+			f.Close()
+			return nil, fmt.Errorf("%w: %s %s was built with -flto (it holds %s, compiler IR rather than final code); its code is only decided at link time, so it cannot be compared with the target: rebuild without LTO (-fno-lto), or ship the fix as a restart update", ErrRefused, role, path, sec.Name)
+		}
+	}
+	o := &object{path: path, f: f, funcs: map[string]*elfx.Symbol{}, secDef: map[int]*elfx.Symbol{}, data: map[int][]byte{}, byKey: map[string][]*elfx.Symbol{}}
 	if o.syms, err = f.Symbols(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("read symbols of %s %s: %w", role, path, err)
@@ -74,6 +83,11 @@ func openObject(path, role string) (*object, error) {
 		sec := int(s.Section)
 		switch s.Type {
 		case elf.STT_FUNC:
+			if strings.Contains(s.Name, ".lto_priv.") {
+				f.Close()
+				return nil, fmt.Errorf("%w: %s %s defines %s, a function from link-time optimisation: rebuild without LTO (-fno-lto), or ship the fix as a restart update", ErrRefused, role, path, s.Name)
+			}
+			o.byKey[cloneKey(s.Name)] = append(o.byKey[cloneKey(s.Name)], s)
 			if o.kind(sec) == secCold || strings.Contains(s.Name, ".cold") {
 				o.secDef[sec] = s
 				continue
@@ -203,6 +217,25 @@ func staticLocalBase(name string) string {
 	return name[:i]
 }
 
+// cloneKey names a function's clone independently of gcc's numbering:
+// "scale.constprop.0" and "scale.constprop.1" are both "scale.constprop",
+// "f.part.0.isra.0" is "f.part.isra". gcc numbers the clones of a function
+// in the order it makes them, which a fix elsewhere in the file can change.
+func cloneKey(name string) string {
+	if !strings.Contains(name, ".") {
+		return name
+	}
+	parts := strings.Split(name, ".")
+	out := parts[:1]
+	for _, p := range parts[1:] {
+		if _, err := strconv.Atoi(p); err == nil && p != "" {
+			continue
+		}
+		out = append(out, p)
+	}
+	return strings.Join(out, ".")
+}
+
 // referrers returns the names of the functions whose code refers to the
 // variable v, directly or through its section symbol.
 func (o *object) referrers(v *elfx.Symbol) map[string]bool {
@@ -287,6 +320,8 @@ func (o *object) targetKey(r elfx.Reloc, depth int) (string, int64, error) {
 	}
 	if s.Type == elf.STT_OBJECT && s.Bind == elf.STB_LOCAL {
 		name = staticLocalBase(name)
+	} else if kind == secText || kind == secCold {
+		name = cloneKey(name)
 	} else if def := o.secDef[sec]; s.Type == elf.STT_SECTION && def != nil && def.Bind == elf.STB_LOCAL && def.Type == elf.STT_OBJECT {
 		name = staticLocalBase(name)
 	}

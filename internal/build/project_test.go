@@ -203,3 +203,97 @@ func TestStrippedTargetWithSymbols(t *testing.T) {
 		map[string]string{"a_value": "46", "b_value": "243"},
 		map[string]string{"a_value": "47", "b_value": "8024"})
 }
+
+// TestClones patches functions gcc cloned (.isra, .constprop, .part, .cold)
+// at the target's clone symbols, also when gcc numbered a clone differently
+// in the fixed build.
+func TestClones(t *testing.T) {
+	p := newProject(t, "clones", []string{"-O2", "-fPIE", "-pie"}, "c.c", "entries.c")
+	u := p.unit(t, "c.c")
+	for _, renumber := range []bool{false, true} {
+		name := "same numbers"
+		if renumber {
+			// gcc numbers clones in the order it makes them; a fix elsewhere
+			// in the file can shift them.
+			name = "renumbered"
+			re := filepath.Join(p.work, "c.renumbered.o")
+			args := []string{"--redefine-sym", "scale.constprop.0=scale.constprop.3", "--redefine-sym", "classify.part.0=classify.part.2", u.Patched, re}
+			if out, err := exec.Command("objcopy", args...).CombinedOutput(); err != nil {
+				t.Fatalf("objcopy: %v\n%s", err, out)
+			}
+			u.Patched = re
+		}
+		t.Run(name, func(t *testing.T) {
+			res, err := p.build(t, u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			syms := targetSymbols(t, p.target)
+			sites := map[string]uint64{}
+			for _, c := range res.Changed {
+				sites[c.Name] = c.Site
+			}
+			for _, want := range []string{"weigh.isra.0", "scale.constprop.0", "classify.part.0", "check"} {
+				got := want
+				if renumber {
+					got = strings.NewReplacer("constprop.0", "constprop.3", "part.0", "part.2").Replace(want)
+				}
+				site, ok := sites[got]
+				if !ok {
+					t.Errorf("%s is not among the changed functions %s", got, changedSet(res))
+					continue
+				}
+				if at := symAddr(t, syms, want, "c.c"); site != at {
+					t.Errorf("%s patched at %#x; the target has %s at %#x", got, site, want, at)
+				}
+			}
+			if len(res.New) != 0 {
+				t.Errorf("new functions %v: a renumbered clone is not new", res.New)
+			}
+			if len(res.Cold) == 0 {
+				t.Errorf("check.cold was not included")
+			}
+			applyAndCheck(t, p.run(t, ""), res,
+				nativeResults(t, p, "c.c", "entries.c"),
+				nativeResults(t, p, "c.c", "entries.c", "-DFIX"))
+		})
+	}
+}
+
+// nativeResults runs the program built from the given files (and flags)
+// and returns what each function of its table returns.
+func nativeResults(t *testing.T, p *project, files ...string) map[string]string {
+	t.Helper()
+	args := append([]string{}, p.cflags...)
+	args = append(args, abs(t, "driver.c"))
+	var flags []string
+	for _, f := range files {
+		if strings.HasPrefix(f, "-") {
+			flags = append(flags, f)
+			continue
+		}
+		args = append(args, abs(t, filepath.Join(p.dir, f)))
+	}
+	bin := p.compile(t, "native"+strings.Join(flags, ""), append(flags, args...)...)
+	proc := lptest.Start(t, bin)
+	out := map[string]string{}
+	for _, fn := range entryNames(t, p) {
+		out[fn] = proc.Call(fn)
+	}
+	proc.Kill()
+	return out
+}
+
+// entryNames lists the functions in the project's entries table.
+func entryNames(t *testing.T, p *project) []string {
+	t.Helper()
+	src, err := os.ReadFile(abs(t, filepath.Join(p.dir, "entries.c")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range strings.Split(string(src), "{\"")[1:] {
+		names = append(names, f[:strings.IndexByte(f, '"')])
+	}
+	return names
+}
