@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -130,13 +131,61 @@ func treeSum(t *testing.T, dir string) [32]byte {
 	return s
 }
 
-// bothFix changes the static helper of the library and the static helper of
-// the same name in the executable.
+// bothFix changes the static helper of the library and the static helpers
+// of the same name in two files of the executable, and a function of the
+// executable that returns __FILE__.
 func bothFix(t *testing.T, src string) string {
 	return makeFix(t, src, map[string]func(string) string{
-		"lib/foo.c":  replace("r += 1;", "r += 2;"),
-		"app/main.c": replace("r += 2;", "r += 3;"),
+		"lib/foo.c": replace("r += 1;", "r += 2;"),
+		"app/main.c": func(s string) string {
+			return replace(`"no file"`, `"no file at all"`)(replace("r += 2;", "r += 3;")(s))
+		},
+		"app/util.c": replace("r += 5;", "r += 7;"),
 	})
+}
+
+// bothBefore and bothAfter are the answers of prog before and after bothFix;
+// "file" must not change: the new code's __FILE__ is the user's tree's.
+var (
+	bothBefore = map[string]string{"lib": "10", "app": "1002", "util": "505"}
+	bothAfter  = map[string]string{"lib": "20", "app": "1003", "util": "507"}
+)
+
+// checkBoth checks the modules bothFix gives.
+func checkBoth(t *testing.T, res *buildtree.Result) {
+	t.Helper()
+	if len(res.Bundle.Modules) != 2 || len(res.Modules) != 2 {
+		t.Fatalf("bundle has %d modules, want 2 (prog and libfoo.so.1)", len(res.Bundle.Modules))
+	}
+	want := []struct{ sources, changed string }{
+		{"app/main.c app/util.c", "helper(main.c) helper(util.c) where_file()"},
+		{"lib/foo.c", "helper(foo.c)"},
+	}
+	for i, w := range want {
+		m := res.Modules[i]
+		var srcs, changed []string
+		for _, u := range m.Units {
+			srcs = append(srcs, u.Source)
+		}
+		for _, c := range m.Result.Changed {
+			changed = append(changed, c.Name+"("+c.File+")")
+		}
+		sort.Strings(srcs)
+		sort.Strings(changed)
+		if strings.Join(srcs, " ") != w.sources || strings.Join(changed, " ") != w.changed {
+			t.Errorf("module %s: built from %v changing %v, want %s changing %s", m.Target, srcs, changed, w.sources, w.changed)
+		}
+	}
+}
+
+// withFile adds the answer of "file", which no fix may change.
+func withFile(t *testing.T, p string, m map[string]string) map[string]string {
+	t.Helper()
+	out := map[string]string{"file": p}
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
 }
 
 func opts(src, fix string, targets ...string) buildtree.Options {
@@ -188,23 +237,10 @@ func TestLibraryAndExecutableInOneBundle(t *testing.T) {
 	if treeSum(t, src) != sum {
 		t.Fatal("the build changed the source tree")
 	}
-	if len(res.Bundle.Modules) != 2 || len(res.Modules) != 2 {
-		t.Fatalf("bundle has %d modules, want 2 (prog and libfoo.so.1)", len(res.Bundle.Modules))
-	}
-	for i, want := range []string{"app/main.c", "lib/foo.c"} {
-		m := res.Modules[i]
-		if len(m.Units) != 1 || m.Units[0].Source != want {
-			t.Errorf("module %s built from %v, want %s", m.Target, m.Units, want)
-		}
-		if got := changedNames(m); len(got) != 1 || got[0] != "helper" {
-			t.Errorf("module %s: changed functions %v, want [helper]", m.Target, got)
-		}
-	}
-	applyAndCheck(t, prog, res, map[string]string{"lib": "10", "app": "1002"}, map[string]string{"lib": "20", "app": "1003"})
+	checkBoth(t, res)
+	applyAndCheck(t, prog, res, withFile(t, "app/main.c", bothBefore), withFile(t, "app/main.c", bothAfter))
 }
 
-// TestLineShiftIsNoChange adds lines above where_am_i, which returns
-// __LINE__: it must neither be in the bundle nor answer differently.
 func TestLineShiftIsNoChange(t *testing.T) {
 	testenv.NeedRoot(t)
 	src := project(t, "make", "src", "mk")
@@ -355,9 +391,10 @@ func TestBuildSystems(t *testing.T) {
 	cases := []struct {
 		name, dir, userBuild, out string
 		tools                     []string
+		file                      string // __FILE__ of app/main.c; empty: its absolute path in the user's tree
 	}{
-		{"cmake", "cmake", "cmake -S . -B out >/dev/null && cmake --build out >/dev/null", "out", []string{"cmake"}},
-		{"meson", "meson", "meson setup out >/dev/null && ninja -C out >/dev/null", "out", []string{"meson", "ninja"}},
+		{"cmake", "cmake", "cmake -S . -B out >/dev/null && cmake --build out >/dev/null", "out", []string{"cmake"}, ""},
+		{"meson", "meson", "meson setup out >/dev/null && ninja -C out >/dev/null", "out", []string{"meson", "ninja"}, "../app/main.c"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -377,10 +414,12 @@ func TestBuildSystems(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(res.Bundle.Modules) != 2 {
-				t.Fatalf("bundle has %d modules, want 2", len(res.Bundle.Modules))
+			checkBoth(t, res)
+			file := c.file
+			if file == "" {
+				file = filepath.Join(src, "app/main.c")
 			}
-			applyAndCheck(t, prog, res, map[string]string{"lib": "10", "app": "1002"}, map[string]string{"lib": "20", "app": "1003"})
+			applyAndCheck(t, prog, res, withFile(t, file, bothBefore), withFile(t, file, bothAfter))
 		})
 	}
 }

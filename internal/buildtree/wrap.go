@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -220,7 +221,14 @@ func wrapperFlags(inv *Invocation) (extra []string, copyDeps string) {
 		return nil, ""
 	}
 	if len(inv.Sources) > 0 {
-		extra = append(extra, "-ffunction-sections", "-fdata-sections")
+		// A flag the build already gives is not repeated: gcc records its
+		// switches in the debug info, and a build that used the two flags
+		// must come out byte for byte the same (stripped targets).
+		for _, f := range []string{"-ffunction-sections", "-fdata-sections"} {
+			if !slices.Contains(inv.Argv, f) {
+				extra = append(extra, f)
+			}
+		}
 	}
 	if tree, src := os.Getenv(envTree), os.Getenv(envSource); tree != "" && src != "" && len(inv.Sources) > 0 {
 		extra = append(extra, "-ffile-prefix-map="+tree+"="+src)

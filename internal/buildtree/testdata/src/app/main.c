@@ -4,7 +4,9 @@
  *   app    app_value(1)
  *   line   where_am_i(): a line number from __LINE__
  *   limit  the LIMIT of config.h
- *   asm    asm_value(), from fast.S */
+ *   asm    asm_value(), from fast.S
+ *   util   util_value(1), from util.c
+ *   file   where_file(1): a file name from __FILE__ */
 #include <stdio.h>
 #include <string.h>
 
@@ -12,6 +14,7 @@
 #include "foo.h"
 
 int asm_value(void);
+int util_value(int x);
 
 static __attribute__((noipa)) int helper(int x)
 {
@@ -30,6 +33,11 @@ __attribute__((noipa)) int app_value(int x)
 __attribute__((noipa)) int where_am_i(void)
 {
 	return __LINE__;
+}
+
+__attribute__((noipa)) const char *where_file(int x)
+{
+	return x ? __FILE__ : "no file";
 }
 
 __attribute__((noipa)) int limit(void)
@@ -53,6 +61,10 @@ int main(void)
 			printf("%d\n", where_am_i());
 		else if (strcmp(line, "limit") == 0)
 			printf("%d\n", limit());
+		else if (strcmp(line, "util") == 0)
+			printf("%d\n", util_value(1));
+		else if (strcmp(line, "file") == 0)
+			printf("%s\n", where_file(1));
 		else if (strcmp(line, "asm") == 0)
 			printf("%d\n", asm_value());
 		else
