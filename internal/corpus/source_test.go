@@ -1,0 +1,305 @@
+package corpus
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"hotfleet/internal/bundle"
+	"hotfleet/internal/livepatch"
+	"hotfleet/internal/livepatch/lptest"
+	"hotfleet/internal/testenv"
+)
+
+// cliTimeout bounds one 'hotfleet patch build --source': two make runs of a
+// few files and the builder, seconds on a loaded CI machine.
+const cliTimeout = 3 * 60 * time.Second
+
+var (
+	hotfleetOnce sync.Once
+	hotfleetBin  string
+	hotfleetErr  error
+	hotfleetDir  string
+)
+
+// hotfleet builds the hotfleet binary once for all source-mode cases.
+func hotfleet(t *testing.T) string {
+	t.Helper()
+	hotfleetOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "hotfleet-corpus-")
+		if err != nil {
+			hotfleetErr = err
+			return
+		}
+		hotfleetDir = dir
+		hotfleetBin = filepath.Join(dir, "hotfleet")
+		cmd := exec.Command("go", "build", "-o", hotfleetBin, "hotfleet/cmd/hotfleet")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			hotfleetErr = fmt.Errorf("go build hotfleet/cmd/hotfleet: %v\n%s", err, out)
+		}
+	})
+	if hotfleetErr != nil {
+		t.Fatal(hotfleetErr)
+	}
+	return hotfleetBin
+}
+
+// TestCorpusSource runs every case through the command a patch author uses:
+// the case's sources become a make project, built once as the shipped
+// program; 'hotfleet patch build --source DIR --fix fix.diff --target PROG'
+// builds the bundle, which is applied to the running program and reverted.
+// Refusals must exit non-zero with the expected text, write no bundle and
+// leave the source tree as it was.
+func TestCorpusSource(t *testing.T) {
+	sem := make(chan struct{}, maxParallel)
+	t.Cleanup(func() {
+		if hotfleetDir != "" {
+			os.RemoveAll(hotfleetDir)
+		}
+	})
+	for _, dir := range cases(t) {
+		name := filepath.Base(dir)
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testenv.NeedRoot(t)
+			testenv.NeedGCC(t)
+			if _, err := exec.LookPath("make"); err != nil {
+				if testenv.InCI() {
+					t.Fatalf("CI=true but make is missing: %v", err)
+				}
+				t.Skipf("the test needs make: %v", err)
+			}
+			s, err := loadSpec(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			runSourceCase(t, name, dir, s)
+		})
+	}
+}
+
+func runSourceCase(t *testing.T, name, dir string, s *spec) {
+	bin := hotfleet(t)
+	work := t.TempDir()
+	src := filepath.Join(work, "src")
+	if err := os.CopyFS(src, os.DirFS(dir)); err != nil {
+		t.Fatalf("copy %s: %v", dir, err)
+	}
+	for _, f := range []string{"case.json", "fix.diff"} {
+		if err := os.Remove(filepath.Join(src, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	driver, err := os.ReadFile(filepath.Join("testdata", "driver.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "corpus_driver.c"), driver, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "Makefile"), []byte(makefile(s)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The shipped program: built in the tree with the real compiler.
+	run(t, src, "make", "-s")
+	target := filepath.Join(src, "prog")
+	if s.Link == "shared" {
+		target = filepath.Join(src, "libcase.so")
+	}
+	fix, err := filepath.Abs(filepath.Join(dir, "fix.diff"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(work, name+".hfp")
+	before := treeHash(t, src)
+
+	p := lptest.StartGrandchild(t, filepath.Join(src, "prog"))
+	expectLines(t, p, "before the patch", s.Before)
+
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "patch", "build", "--source", src, "--fix", fix, "--target", target,
+		"--id", name, "--json", "-o", out)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	if treeHash(t, src) != before {
+		t.Errorf("patch build changed the source tree %s", src)
+	}
+
+	if s.Refuse != "" {
+		if runErr == nil {
+			t.Fatalf("patch build succeeded, want a refusal naming %q; it printed:\n%s", s.Refuse, stdout.String())
+		}
+		var ee *exec.ExitError
+		if !errors.As(runErr, &ee) {
+			t.Fatalf("patch build did not run: %v", runErr)
+		}
+		msg := lastLines(stderr.String(), 1)
+		if !strings.Contains(stderr.String(), s.Refuse) {
+			t.Errorf("refusal does not name %q; patch build printed:\n%s", s.Refuse, msg)
+		}
+		if _, err := os.Stat(out); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("refused build left a bundle at %s (stat: %v)", out, err)
+		}
+		t.Logf("refused as expected: %s", msg)
+		after := s.Reverted
+		if len(after) == 0 {
+			after = s.Before
+		}
+		expectLines(t, p, "after the refusal", after)
+		return
+	}
+	if runErr != nil {
+		t.Fatalf("patch build: %v\n%s", runErr, lastLines(stderr.String(), 15))
+	}
+	var sum struct {
+		Modules []struct {
+			Changed []struct {
+				Name string `json:"name"`
+			} `json:"changed"`
+			New []string `json:"new"`
+		} `json:"modules"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &sum); err != nil {
+		t.Fatalf("patch build --json printed no summary (%v):\n%s", err, stdout.String())
+	}
+	var changed, added []string
+	for _, m := range sum.Modules {
+		for _, c := range m.Changed {
+			changed = append(changed, c.Name)
+		}
+		added = append(added, m.New...)
+	}
+	checkChanges(t, s, changed, added, true)
+	t.Logf("changed %v, new %v", changed, added)
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatalf("patch build exited 0 but wrote no bundle: %v", err)
+	}
+	b, err := bundle.Decode(data)
+	if err != nil {
+		t.Fatalf("decode %s: %v", out, err)
+	}
+	if _, err := livepatch.Apply(ctx, p.Pid, b, livepatch.Options{}); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	expectLines(t, p, "with the patch applied", s.After)
+	if _, err := livepatch.Revert(ctx, p.Pid, name, livepatch.Options{}); err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	expectLines(t, p, "after the revert", s.Reverted)
+	p.Kill()
+}
+
+// makefile writes the build a project of the case's sources would have:
+// the compiler from $(CC)/$(CXX), the case's flags, no patch flags (the
+// --source driver adds those).
+func makefile(s *spec) string {
+	cflags := s.CFlags
+	if len(cflags) == 0 {
+		cflags = []string{"-O2"}
+	}
+	model, exeModel, ldflags := "-fPIE", "-fPIE", "-pie"
+	switch s.Link {
+	case "nopie":
+		model, exeModel, ldflags = "-fno-pie", "-fno-pie", "-no-pie"
+	case "shared":
+		model = "-fPIC"
+	}
+	linker := "$(CC)"
+	if s.Lang == "c++" {
+		linker = "$(CXX)"
+	}
+	objs := func(srcs []string) string {
+		var o []string
+		for _, src := range srcs {
+			o = append(o, strings.TrimSuffix(src, filepath.Ext(src))+".o")
+		}
+		return strings.Join(o, " ")
+	}
+	libs := strings.Join(s.LDLibs, " ")
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Written by the corpus runner: the case's sources as a make project.\n")
+	fmt.Fprintf(&b, "FLAGS = %s\nMODULE_FLAGS = %s\nEXE_FLAGS = %s\n\n", strings.Join(cflags, " "), model, exeModel)
+	deps := ""
+	if len(s.Deps) > 0 {
+		deps = "libdep.so"
+		libs = "-L. -ldep -Wl,-rpath,'$$ORIGIN' " + libs
+	}
+	switch s.Link {
+	case "shared":
+		fmt.Fprintf(&b, "prog: %s corpus_driver.o libcase.so %s\n\t%s %s %s corpus_driver.o -L. -lcase -Wl,-rpath,'$$ORIGIN' %s -o $@\n\n",
+			objs(s.Main), deps, linker, ldflags, objs(s.Main), libs)
+		fmt.Fprintf(&b, "libcase.so: %s %s\n\t%s -shared %s %s -o $@\n\n", objs(s.Sources), deps, linker, objs(s.Sources), libs)
+		for _, src := range s.Main {
+			fmt.Fprintf(&b, "%s: EXTRA = $(EXE_FLAGS)\n", objs([]string{src}))
+		}
+	default:
+		fmt.Fprintf(&b, "prog: %s corpus_driver.o %s\n\t%s %s %s corpus_driver.o %s -o $@\n\n",
+			objs(s.Sources), deps, linker, ldflags, objs(s.Sources), libs)
+	}
+	for _, src := range s.Sources {
+		fmt.Fprintf(&b, "%s: EXTRA = $(MODULE_FLAGS)\n", objs([]string{src}))
+	}
+	fmt.Fprintf(&b, "corpus_driver.o: EXTRA = $(EXE_FLAGS)\n")
+	if len(s.Deps) > 0 {
+		fmt.Fprintf(&b, "libdep.so: %s\n\t$(CC) -shared %s -o $@\n", objs(s.Deps), objs(s.Deps))
+		for _, src := range s.Deps {
+			fmt.Fprintf(&b, "%s: EXTRA = -fPIC\n", objs([]string{src}))
+		}
+	}
+	b.WriteString(`
+%.o: %.c
+	$(CC) $(FLAGS) $(EXTRA) -c $< -o $@
+%.o: %.cpp
+	$(CXX) $(FLAGS) $(EXTRA) -c $< -o $@
+%.o: %.S
+	$(CC) $(FLAGS) $(EXTRA) -c $< -o $@
+`)
+	return b.String()
+}
+
+// treeHash digests every file's path and content under dir.
+func treeHash(t *testing.T, dir string) string {
+	t.Helper()
+	h := sha256.New()
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00", p, len(data))
+		h.Write(data)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
