@@ -725,7 +725,7 @@ func (d *driver) buildBundle(ctx context.Context, mods []Module, untouched []str
 		if !t.symtab {
 			m.Symbols = d.symbolsFor(t)
 			if m.Symbols == "" {
-				return nil, fmt.Errorf("%w: the target %s is stripped and no unstripped file has its build-id %s (none in %s; of the rebuilt original, %s): the build is not reproducible with these flags/compiler; give the unstripped build as --target, or install its debug symbols",
+				return nil, fmt.Errorf("%w: the target %s is stripped and no unstripped file has its build-id %s (none in %s; of the rebuilt original, %s): the build is not reproducible with these flags/compiler (the wrapper adds -ffunction-sections -fdata-sections, so a binary built without them never comes out the same); give the unstripped build as --target, or install its debug symbols (the -dbgsym package)",
 					ErrNotPatchable, m.Target, m.BuildID, debugRoot, d.rebuiltIDs(t))
 			}
 		}

@@ -423,3 +423,49 @@ func TestBuildSystems(t *testing.T) {
 		})
 	}
 }
+
+// TestStrippedTargets patches installed, stripped copies of the binaries:
+// the rebuilt original, with the same build-id, stands in for their symbols.
+// A build without the section flags cannot be reproduced by the wrapped
+// build, and is refused with both build-ids named.
+func TestStrippedTargets(t *testing.T) {
+	const flags = "make CFLAGS='-O2 -g -ffunction-sections -fdata-sections'"
+	for _, c := range []struct {
+		name, userBuild string
+		want            string // the refusal; empty: it builds
+	}{
+		{"reproducible", flags, ""},
+		{"not reproducible", "make", "is stripped and no unstripped file has its build-id"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			testenv.NeedRoot(t)
+			src := project(t, c.userBuild, "src", "mk")
+			inst := t.TempDir()
+			for _, f := range []string{"prog", "libfoo.so.1"} {
+				if out, err := exec.Command("strip", "-o", filepath.Join(inst, f), filepath.Join(src, f)).CombinedOutput(); err != nil {
+					t.Fatalf("strip %s: %v\n%s", f, err, out)
+				}
+			}
+			prog, lib := filepath.Join(inst, "prog"), filepath.Join(inst, "libfoo.so.1")
+			o := opts(src, bothFix(t, src), prog, lib)
+			o.BuildCmd = flags
+			res, err := buildtree.Build(context.Background(), o)
+			if c.want != "" {
+				if err == nil || !strings.Contains(err.Error(), c.want) || !errors.Is(err, buildtree.ErrNotPatchable) {
+					t.Fatalf("got %v, want a refusal saying %q", err, c.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkBoth(t, res)
+			for _, m := range res.Modules {
+				if m.Symbols == "" {
+					t.Errorf("module %s: no symbols file recorded for the stripped target", m.Target)
+				}
+			}
+			applyAndCheck(t, prog, res, withFile(t, "app/main.c", bothBefore), withFile(t, "app/main.c", bothAfter))
+		})
+	}
+}

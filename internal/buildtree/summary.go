@@ -30,10 +30,15 @@ type SummaryModule struct {
 	Sources     []string        `json:"sources"`
 	Changed     []SummaryChange `json:"changed"`
 	New         []string        `json:"new,omitempty"`
-	Rodata      []string        `json:"rodata,omitempty"`
-	RodataBytes int             `json:"rodata_bytes"`
-	CodeBytes   int             `json:"code_bytes"`
-	Fixups      int             `json:"fixups"`
+	Cold        []string        `json:"cold,omitempty"`
+	Stubs       []string        `json:"stubs,omitempty"`
+	// Verified counts the replaced functions whose rebuilt original code
+	// was proved equal to the target's bytes.
+	Verified    int      `json:"verified"`
+	Rodata      []string `json:"rodata,omitempty"`
+	RodataBytes int      `json:"rodata_bytes"`
+	CodeBytes   int      `json:"code_bytes"`
+	Fixups      int      `json:"fixups"`
 	// Percent is the whole bundle's size as a percentage of this target's
 	// file size.
 	Percent float64 `json:"bundle_percent_of_target"`
@@ -56,7 +61,7 @@ func Summarize(res *Result, out string, size int) Summary {
 	for i, m := range res.Modules {
 		r := m.Result
 		sm := SummaryModule{Target: m.Target, BuildID: m.BuildID, TargetBytes: m.FileSize, Symbols: m.Symbols,
-			New: r.New, RodataBytes: r.RodataBytes}
+			New: r.New, Cold: r.Cold, Stubs: r.Stubs, Verified: r.Verified, RodataBytes: r.RodataBytes}
 		for _, u := range m.Units {
 			sm.Sources = append(sm.Sources, u.Source)
 		}
@@ -95,8 +100,15 @@ func (s Summary) WriteText(w io.Writer) {
 			}
 			fmt.Fprintf(w, "    %s%s at %s: %d -> %d bytes\n", c.Name, file, c.Site, c.OldSize, c.NewSize)
 		}
+		fmt.Fprintf(w, "  rebuilt original proved equal to the target for %d of %d replaced functions\n", m.Verified, len(m.Changed))
 		if len(m.New) > 0 {
 			fmt.Fprintf(w, "  new functions (%d): %s\n", len(m.New), strings.Join(m.New, ", "))
+		}
+		if len(m.Cold) > 0 {
+			fmt.Fprintf(w, "  cold fragments: %s\n", strings.Join(m.Cold, ", "))
+		}
+		if len(m.Stubs) > 0 {
+			fmt.Fprintf(w, "  library calls through the target's GOT: %s\n", strings.Join(m.Stubs, ", "))
 		}
 		fmt.Fprintf(w, "  new read-only data: %d bytes", m.RodataBytes)
 		if len(m.Rodata) > 0 {
