@@ -337,8 +337,16 @@ func (d *driver) linkWrappers() error {
 
 func (d *driver) buildEnv(log string) []string {
 	bin := filepath.Join(d.work, "bin")
+	// ccache's compiler links would call the wrapper again, and the wrapper
+	// them: leave them out.
+	path := []string{bin}
+	for _, p := range filepath.SplitList(os.Getenv("PATH")) {
+		if !strings.Contains(p, "ccache") {
+			path = append(path, p)
+		}
+	}
 	env := []string{
-		"PATH=" + bin + string(filepath.ListSeparator) + os.Getenv("PATH"),
+		"PATH=" + strings.Join(path, string(filepath.ListSeparator)),
 		"CC=" + filepath.Join(bin, "cc"),
 		"CXX=" + filepath.Join(bin, "c++"),
 		envLog + "=" + log,
