@@ -543,7 +543,62 @@ func (b *builder) diff(u *unit) error {
 		if bytes.Equal(oc, fc) && strings.Join(orels, "\n") == strings.Join(frels, "\n") {
 			continue
 		}
+		if err := b.checkEH(u, os, fs); err != nil {
+			return err
+		}
 		u.changed = append(u.changed, fs)
+	}
+	return nil
+}
+
+// checkEH refuses changed functions on an exception path. The new code
+// has no unwind tables in the running process: an exception thrown from
+// it, or reaching its landing pads, would terminate the program.
+func (b *builder) checkEH(u *unit, os, fs *elfx.Symbol) error {
+	tables := func(o *object, f *elfx.Symbol) (string, bool, error) {
+		var parts []string
+		secs := []int{int(f.Section)}
+		for _, c := range o.byKey[cloneKey(f.Name)+".cold"] {
+			secs = append(secs, int(c.Section))
+		}
+		has := false
+		for _, sec := range secs {
+			tab, ok := o.lsda[sec]
+			if !ok {
+				continue
+			}
+			has = true
+			d, err := o.contentDigest(tab)
+			if err != nil {
+				return "", false, err
+			}
+			parts = append(parts, d)
+		}
+		return strings.Join(parts, ","), has, nil
+	}
+	ot, ohas, err := tables(u.orig, os)
+	if err != nil {
+		return err
+	}
+	ft, fhas, err := tables(u.fixed, fs)
+	if err != nil {
+		return err
+	}
+	if ohas || fhas {
+		if ot != ft {
+			return fmt.Errorf("%w: function %s: exception-handling tables changed (its landing pads or the exceptions it catches, in .gcc_except_table); a hot patch cannot give running processes new unwind tables: ship the fix as a restart update", ErrRefused, fs.Name)
+		}
+		return fmt.Errorf("%w: function %s has exception-handling code (try/catch or destructors run during unwinding); its patched copy would have no unwind tables in the running processes, so an exception reaching it would terminate the program: move the change into a function without them, or ship a restart update", ErrRefused, fs.Name)
+	}
+	for _, r := range u.fixed.relocsIn(int(fs.Section), fs.Value, fs.Value+fs.Size) {
+		s, err := u.fixed.symbol(r.Sym)
+		if err != nil {
+			return err
+		}
+		switch s.Name {
+		case "__cxa_throw", "__cxa_rethrow", "_Unwind_Resume", "_Unwind_RaiseException":
+			return fmt.Errorf("%w: function %s throws an exception (it calls %s); its patched copy would have no unwind tables in the running processes, so the exception could not leave it and the program would terminate: throw from a helper the fix does not change, or ship a restart update", ErrRefused, fs.Name, s.Name)
+		}
 	}
 	return nil
 }

@@ -42,6 +42,9 @@ type object struct {
 	// byKey groups functions and cold fragments by cloneKey: the clones
 	// of one function of one kind ("scale.constprop.0", ".1") together.
 	byKey map[string][]*elfx.Symbol
+	// lsda maps a code section to the section holding its exception
+	// table (landing pads), from the .eh_frame FDE that covers it.
+	lsda map[int]int
 }
 
 func openObject(path, role string) (*object, error) {
@@ -107,10 +110,34 @@ func openObject(path, role string) (*object, error) {
 			}
 		}
 	}
+	o.findLSDAs()
 	return o, nil
 }
 
 func (o *object) close() { o.f.Close() }
+
+// findLSDAs reads which code sections have an exception table: an FDE's
+// relocations name its code (pc_begin) and, a few bytes later, its LSDA
+// in .gcc_except_table.
+func (o *object) findLSDAs() {
+	o.lsda = map[int]int{}
+	for i, sec := range o.f.Sections {
+		if sec.Name != ".eh_frame" {
+			continue
+		}
+		rels := o.relocsIn(i, 0, ^uint64(0))
+		for k := 0; k+1 < len(rels); k++ {
+			a, c := rels[k], rels[k+1]
+			if a.Sym <= 0 || a.Sym >= len(o.syms) || c.Sym <= 0 || c.Sym >= len(o.syms) || c.Offset-a.Offset > 16 {
+				continue
+			}
+			code, tab := int(o.syms[a.Sym].Section), int(o.syms[c.Sym].Section)
+			if k := o.kind(code); (k == secText || k == secCold) && strings.HasPrefix(o.secName(tab), ".gcc_except_table") {
+				o.lsda[code] = tab
+			}
+		}
+	}
+}
 
 func (o *object) sec(i int) *elf.Section {
 	if i <= 0 || i >= len(o.f.Sections) {

@@ -2,6 +2,7 @@ package build
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,9 +35,17 @@ func newProject(t *testing.T, dir string, cflags []string, files ...string) *pro
 		}
 	}
 	args := append([]string{}, cflags...)
-	args = append(args, "-Wl,--build-id", abs(t, "driver.c"))
+	args = append(args, "-Wl,--build-id")
+	if p.cc == "g++" {
+		args = append(args, "-x", "c", abs(t, "driver.c"), "-x", "none")
+	} else {
+		args = append(args, abs(t, "driver.c"))
+	}
 	for _, f := range files {
 		args = append(args, abs(t, filepath.Join(dir, f)))
+	}
+	if p.cc == "g++" {
+		args = append(args, "-lstdc++") // g++ leaves it out when the first file is C
 	}
 	p.target = p.compile(t, "target", args...)
 	return p
@@ -265,7 +274,11 @@ func TestClones(t *testing.T) {
 func nativeResults(t *testing.T, p *project, files ...string) map[string]string {
 	t.Helper()
 	args := append([]string{}, p.cflags...)
-	args = append(args, abs(t, "driver.c"))
+	if p.cc == "g++" {
+		args = append(args, "-x", "c", abs(t, "driver.c"), "-x", "none")
+	} else {
+		args = append(args, abs(t, "driver.c"))
+	}
 	var flags []string
 	for _, f := range files {
 		if strings.HasPrefix(f, "-") {
@@ -273,6 +286,9 @@ func nativeResults(t *testing.T, p *project, files ...string) map[string]string 
 			continue
 		}
 		args = append(args, abs(t, filepath.Join(p.dir, f)))
+	}
+	if p.cc == "g++" {
+		args = append(args, "-lstdc++")
 	}
 	bin := p.compile(t, "native"+strings.Join(flags, ""), append(flags, args...)...)
 	proc := lptest.Start(t, bin)
@@ -287,7 +303,11 @@ func nativeResults(t *testing.T, p *project, files ...string) map[string]string 
 // entryNames lists the functions in the project's entries table.
 func entryNames(t *testing.T, p *project) []string {
 	t.Helper()
-	src, err := os.ReadFile(abs(t, filepath.Join(p.dir, "entries.c")))
+	file := "entries.c"
+	if p.cc == "g++" {
+		file = "p.cc"
+	}
+	src, err := os.ReadFile(abs(t, filepath.Join(p.dir, file)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,4 +316,32 @@ func entryNames(t *testing.T, p *project) []string {
 		names = append(names, f[:strings.IndexByte(f, '"')])
 	}
 	return names
+}
+
+// TestCPlusPlus patches a C++ member function and template instantiations,
+// and refuses changes on exception paths.
+func TestCPlusPlus(t *testing.T) {
+	p := newProject(t, "cpp", []string{"-O2", "-fPIE", "-pie"}, "p.cc")
+	res, err := p.build(t, p.unit(t, "p.cc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := changedSet(res); got != "_Z6sum_sqIiET_PKS0_i,_Z6sum_sqIlET_PKS0_i,_ZNK7Counter7advanceEl" {
+		t.Errorf("changed %s; want Counter::advance and both sum_sq instantiations", got)
+	}
+	applyAndCheck(t, p.run(t, ""), res, nativeResults(t, p, "p.cc"), nativeResults(t, p, "p.cc", "-DFIX"))
+
+	for _, c := range []struct{ define, want string }{
+		{"-DFIX_EXC", "function _Z5parsePKc: exception-handling tables changed"},
+		{"-DFIX_THROW", "function _Z13must_positivei has exception-handling code"},
+	} {
+		t.Run(c.define, func(t *testing.T) {
+			u := p.unit(t, "p.cc")
+			u.Patched = p.object(t, "p.cc", "p"+c.define+".o", nil, c.define)
+			_, err := p.build(t, u)
+			if err == nil || !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v; want a refusal saying %q", err, c.want)
+			}
+		})
+	}
 }
