@@ -327,7 +327,7 @@ func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 	}
 	flags := slices.Concat(cflags, model, patchFlags)
 	compile := func(variant, src string, flags []string) string {
-		obj := src + ".o"
+		obj := strings.TrimSuffix(src, filepath.Ext(src)) + ".o"
 		run(t, filepath.Join(work, variant), compilerFor(s, src), slices.Concat([]string{"-c"}, flags, []string{src, "-o", obj})...)
 		return filepath.Join(work, variant, obj)
 	}
