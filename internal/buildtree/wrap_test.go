@@ -1,0 +1,48 @@
+package buildtree
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseInvocation(t *testing.T) {
+	cases := []struct {
+		argv string
+		want Invocation
+	}{
+		{"cc -O2 -c foo.c", Invocation{Lang: "c", Sources: []string{"foo.c"}, Output: "foo.o", Compile: true}},
+		{"gcc -c -o obj/x.o src/x.c -MD -MF obj/.deps/x.Tpo -Iinc -DX=1", Invocation{Lang: "c", Sources: []string{"src/x.c"}, Output: "obj/x.o", Compile: true, Deps: "obj/.deps/x.Tpo"}},
+		{"gcc -MMD -c a.c -o b/a.o", Invocation{Lang: "c", Sources: []string{"a.c"}, Output: "b/a.o", Compile: true, Deps: "b/a.d"}},
+		{"g++ -std=c++17 -c t.cc", Invocation{Lang: "c++", Sources: []string{"t.cc"}, Output: "t.o", Compile: true}},
+		{"gcc -c x.cpp", Invocation{Lang: "c++", Sources: []string{"x.cpp"}, Output: "x.o", Compile: true}},
+		{"cc -c fast.S -o fast.o", Invocation{Lang: "asm", Sources: []string{"fast.S"}, Output: "fast.o", Compile: true, Asm: true}},
+		{"cc -flto -O2 -c a.c", Invocation{Lang: "c", Sources: []string{"a.c"}, Output: "a.o", Compile: true, LTO: true}},
+		{"cc -o prog main.o -L. -lutil libfoo.so.1 -Wl,-rpath,x", Invocation{Lang: "c", Inputs: []string{"main.o", "libfoo.so.1"}, Libs: []string{"util"}, LibDirs: []string{"."}, Output: "prog", Link: true}},
+		{"cc -shared -o libx.so a.o b.a", Invocation{Lang: "c", Inputs: []string{"a.o", "b.a"}, Output: "libx.so", Link: true}},
+		{"cc main.c", Invocation{Lang: "c", Sources: []string{"main.c"}, Output: "a.out", Link: true}},
+		{"cc -E x.c", Invocation{Lang: "c", Sources: []string{"x.c"}}},
+		{"cc -x c -c conftest.in -o conftest.o", Invocation{Lang: "c", Sources: []string{"conftest.in"}, Output: "conftest.o", Compile: true}},
+		{"cc --version", Invocation{Lang: "c"}},
+	}
+	for _, c := range cases {
+		argv := strings.Fields(c.argv)
+		got := parseInvocation("/w", argv[0], argv[1:])
+		c.want.Cwd, c.want.Argv = "/w", argv
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", c.argv, got, c.want)
+		}
+	}
+}
+
+func TestWrapperNames(t *testing.T) {
+	for name, want := range map[string]bool{
+		"cc": true, "gcc": true, "c++": true, "g++": true, "gcc-12": true, "x86_64-linux-gnu-gcc": true,
+		"x86_64-linux-gnu-gcc-12": true, "x86_64-linux-gnu-g++-12": true,
+		"gcc-ar": false, "x86_64-linux-gnu-gcc-ar-12": false, "cpp": false, "hotfleet": false, "clang": false,
+	} {
+		if IsWrapperName(name) != want {
+			t.Errorf("IsWrapperName(%q) = %v, want %v", name, !want, want)
+		}
+	}
+}
