@@ -416,3 +416,17 @@ func run(t *testing.T, dir, tool string, args ...string) {
 		t.Fatalf("%s %s (in %s): %v\n%s", tool, strings.Join(args, " "), dir, err, out)
 	}
 }
+
+// TestDocsListEveryCase keeps docs/corpus.md in step with testdata.
+func TestDocsListEveryCase(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "corpus.md"))
+	if err != nil {
+		t.Fatalf("read the corpus documentation: %v", err)
+	}
+	for _, dir := range cases(t) {
+		name := filepath.Base(dir)
+		if !strings.Contains(string(doc), fmt.Sprintf("| %s `%s` |", name[:2], name[3:])) {
+			t.Errorf("docs/corpus.md has no row for %s", name)
+		}
+	}
+}
