@@ -469,3 +469,55 @@ func TestStrippedTargets(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigureProject builds a tree with a configure script and no
+// Makefile (detected: ./configure && make, then make), whose Makefile
+// tracks header dependencies the way automake does, renaming its .d files.
+// The shipped binaries were built in another copy of the tree; the build
+// runs in parallel.
+func TestConfigureProject(t *testing.T) {
+	testenv.NeedRoot(t)
+	src := project(t, "", "src", "autoconf")
+	shipped := filepath.Join(t.TempDir(), "shipped")
+	if out, err := exec.Command("sh", "-c", `cp -a "$0" "$1" && cd "$1" && ./configure && make`, src, shipped).CombinedOutput(); err != nil {
+		t.Fatalf("build the shipped binaries: %v\n%s", err, out)
+	}
+	fix := makeFix(t, src, map[string]func(string) string{
+		"app/config.h": replace("LIMIT 10", "LIMIT 30"),
+		"lib/foo.c":    replace("r += 1;", "r += 2;"),
+	})
+	prog, lib := filepath.Join(shipped, "prog"), filepath.Join(shipped, "libfoo.so.1")
+	res, err := buildtree.Build(context.Background(), opts(src, fix, prog, lib))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Modules) != 2 {
+		t.Fatalf("%d modules, want prog and libfoo.so.1", len(res.Modules))
+	}
+	if got := changedNames(res.Modules[0]); len(got) != 1 || got[0] != "limit" {
+		t.Errorf("prog: changed functions %v, want [limit]", got)
+	}
+	applyAndCheck(t, prog, res, map[string]string{"limit": "10", "lib": "10"}, map[string]string{"limit": "30", "lib": "20"})
+}
+
+// TestBuildFailure shows the failing command and its last lines, and keeps
+// the work directory it was given.
+func TestBuildFailure(t *testing.T) {
+	src := project(t, "make", "src", "mk")
+	fix := makeFix(t, src, map[string]func(string) string{"app/main.c": replace("return LIMIT;", "return LIMIT +;")})
+	o := opts(src, fix, filepath.Join(src, "prog"))
+	o.Work = filepath.Join(t.TempDir(), "work")
+	o.BuildCmd = "make -j2"
+	_, err := buildtree.Build(context.Background(), o)
+	for _, want := range []string{"the fixed build (make -j2, in a copy of " + src + ") failed", "app/main.c:", "expected expression", "work directory kept: " + o.Work} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("got %v, want an error saying %q", err, want)
+		}
+	}
+	if !errors.Is(err, buildtree.ErrBuildFailed) {
+		t.Errorf("%v is not ErrBuildFailed", err)
+	}
+	if _, err := os.Stat(filepath.Join(o.Work, "logs", "build-fixed.out")); err != nil {
+		t.Errorf("the build's output is not kept: %v", err)
+	}
+}
