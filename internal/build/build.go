@@ -71,6 +71,11 @@ type Change struct {
 	Site    uint64
 	OldSize uint64
 	NewSize uint64
+	// Inlined names the changed functions inlined into this one, from the
+	// objects' DWARF (empty without -g): its code changed because theirs did.
+	Inlined []string
+
+	sym *elfx.Symbol
 }
 
 // Data is one piece of read-only data copied into the bundle.
@@ -89,6 +94,13 @@ type Result struct {
 	RodataBytes int
 	Stubs       []string // imported functions called through a new PLT stub
 	GOTSlots    []string // local GOT slots created for GOTPCREL references
+	// Inlined lists the changed functions that hold an inlined copy of a
+	// changed function (see Change.Inlined); they are also in Changed.
+	Inlined []Change
+	// NotInTarget lists changed functions the target has no copy of (gcc
+	// inlined them everywhere, or the linker dropped them): every caller
+	// of theirs is replaced, so they ship as new code without a site.
+	NotInTarget []string
 	// Verified counts the replaced functions whose original object code,
 	// linked as the linker linked it, was proved equal to the target's
 	// bytes. Every replaced function is verified or the build fails.
@@ -1063,10 +1075,17 @@ func (b *builder) emit() error {
 				return err
 			}
 			ts, err := b.tgt.lookup(os.Name, os.Bind == elf.STB_LOCAL, u.orig.file)
-			if err != nil {
-				if errors.Is(err, errNotInTarget) {
-					return fmt.Errorf("%w: function %s changed but %s has no symbol %s (it was inlined into its callers or removed by the linker); check that --target was built from %s, and patch the callers", ErrRefused, fs.Name, b.tgt.name, fs.Name, u.orig.path)
+			if errors.Is(err, errNotInTarget) {
+				// Nothing in the process runs the old copy: ship the new
+				// one for the replaced callers, provided they all are.
+				if err := b.callersReplaced(u, os, fs); err != nil {
+					return err
 				}
+				mod.Funcs = append(mod.Funcs, bundle.Func{Name: fs.Name, New: true, Offset: uint32(u.placed[int(fs.Section)] + fs.Value), Size: uint32(fs.Size)})
+				b.res.NotInTarget = append(b.res.NotInTarget, fs.Name)
+				continue
+			}
+			if err != nil {
 				return err
 			}
 			if ts.Size != os.Size {
@@ -1097,7 +1116,7 @@ func (b *builder) emit() error {
 				used[fs.Name] = true
 			}
 			mod.Funcs = append(mod.Funcs, f)
-			c := Change{Name: fs.Name, Site: ts.Value, OldSize: ts.Size, NewSize: fs.Size}
+			c := Change{Name: fs.Name, Site: ts.Value, OldSize: ts.Size, NewSize: fs.Size, sym: fs}
 			if os.Bind == elf.STB_LOCAL {
 				c.File = ts.File
 			}
@@ -1117,6 +1136,7 @@ func (b *builder) emit() error {
 			mod.Funcs = append(mod.Funcs, bundle.Func{Name: fs.Name, New: true, Offset: uint32(u.placed[int(fs.Section)] + fs.Value), Size: uint32(fs.Size)})
 		}
 	}
+	b.reportInlining()
 	sort.SliceStable(b.fixups, func(i, j int) bool { return b.fixups[i].Offset < b.fixups[j].Offset })
 	mod.Fixups = b.fixups
 	bun := &bundle.Bundle{ID: b.opts.ID, Level: b.opts.Level, CVEs: b.opts.CVEs, Description: b.opts.Description, Modules: []bundle.Module{mod}}
@@ -1124,6 +1144,28 @@ func (b *builder) emit() error {
 		return fmt.Errorf("build bundle for %s: %w", b.tgt.name, err)
 	}
 	b.res.Bundle = bun
+	return nil
+}
+
+// callersReplaced checks that every function of orig.o that refers to os,
+// a changed function the target lacks, is replaced by the bundle.
+func (b *builder) callersReplaced(u *unit, os, fs *elfx.Symbol) error {
+	replaced := map[string]bool{}
+	for _, c := range u.changed {
+		if o, err := u.origFunc(c); err == nil && o != nil {
+			replaced[o.Name] = true
+		}
+	}
+	var missing []string
+	for caller := range u.orig.referrers(os) {
+		if caller != os.Name && !replaced[caller] {
+			missing = append(missing, caller)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return fmt.Errorf("%w: function %s changed but %s has no symbol %s, and its callers %s in %s did not change, so the fix would not reach them; check that --target was built from %s", ErrRefused, fs.Name, b.tgt.name, os.Name, strings.Join(missing, ", "), u.orig.path, u.orig.path)
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -303,13 +304,19 @@ func nativeResults(t *testing.T, p *project, files ...string) map[string]string 
 // entryNames lists the functions in the project's entries table.
 func entryNames(t *testing.T, p *project) []string {
 	t.Helper()
-	file := "entries.c"
-	if p.cc == "g++" {
-		file = "p.cc"
-	}
-	src, err := os.ReadFile(abs(t, filepath.Join(p.dir, file)))
+	files, err := filepath.Glob(abs(t, filepath.Join(p.dir, "*")))
 	if err != nil {
 		t.Fatal(err)
+	}
+	var src []byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.Index(b, []byte("entries[] = {")); i >= 0 {
+			src = b[i:]
+		}
 	}
 	var names []string
 	for _, f := range strings.Split(string(src), "{\"")[1:] {
@@ -344,4 +351,35 @@ func TestCPlusPlus(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestInlinedChange fixes functions gcc inlined into their callers: the
+// callers are replaced and reported as changed through inlining, and a
+// changed function the target has no copy of ships as new code.
+func TestInlinedChange(t *testing.T) {
+	p := newProject(t, "inline", []string{"-O2", "-g", "-fPIE", "-pie", "-ffunction-sections", "-Wl,--gc-sections"}, "i.c")
+	if _, ok := findSym(targetSymbols(t, p.target), "clamp"); ok {
+		t.Fatal("the linker kept clamp; the test needs a target without it")
+	}
+	res, err := p.build(t, p.unit(t, "i.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := changedSet(res); got != "balance,treble,volume" {
+		t.Errorf("changed %s; want balance, treble, volume", got)
+	}
+	if strings.Join(res.NotInTarget, ",") != "clamp" {
+		t.Errorf("functions without a copy in the target %v; want clamp", res.NotInTarget)
+	}
+	why := map[string]string{}
+	for _, c := range res.Inlined {
+		why[c.Name] = strings.Join(c.Inlined, ",")
+	}
+	want := map[string]string{"volume": "clamp,limit", "balance": "clamp", "treble": "limit"}
+	for fn, w := range want {
+		if why[fn] != w {
+			t.Errorf("%s changed through inlining of %q; want %q (report: %v)", fn, why[fn], w, why)
+		}
+	}
+	applyAndCheck(t, p.run(t, ""), res, nativeResults(t, p, "i.c"), nativeResults(t, p, "i.c", "-DFIX"))
 }

@@ -11,6 +11,7 @@ package elfx
 
 import (
 	"bytes"
+	"debug/dwarf"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
@@ -403,4 +404,24 @@ func (f *File) ReadAt(addr, n uint64) (data []byte, err error) {
 		return data, nil
 	}
 	return nil, fmt.Errorf("no loadable segment holds the %d bytes at %#x in the file", n, addr)
+}
+
+// DWARF returns the file's debug information, with the relocations of a
+// relocatable object applied (so addresses are section offsets). It
+// returns nil, nil when the file has no .debug_info.
+func (f *File) DWARF() (d *dwarf.Data, err error) {
+	defer recoverInto(&err)
+	if f.Section(".debug_info") == nil {
+		return nil, nil
+	}
+	for _, s := range f.Sections {
+		if strings.HasPrefix(s.Name, ".debug_") && s.Size > MaxSectionRead {
+			return nil, fmt.Errorf("%w: section %s is %d bytes, the limit is %d", ErrMalformed, s.Name, s.Size, MaxSectionRead)
+		}
+	}
+	d, err = f.f.DWARF()
+	if err != nil {
+		return nil, fmt.Errorf("%w: read DWARF: %v", ErrMalformed, err)
+	}
+	return d, nil
 }
