@@ -46,7 +46,14 @@ type spec struct {
 	CFlags  []string `json:"cflags"`
 	Sources []string `json:"sources"` // the module's sources
 	Main    []string `json:"main"`    // the executable's sources for a shared module
-	LDLibs  []string `json:"ldlibs"`  // libraries every link adds (-lm)
+	// MainLink is how that executable is linked: "pie" (default) or
+	// "nopie" (then the library's exported variables it uses are copied
+	// into it).
+	MainLink string `json:"main_link"`
+	// Strip ships the executable stripped, as distributions do; the build
+	// takes its symbols from the unstripped original.
+	Strip  bool     `json:"strip"`
+	LDLibs []string `json:"ldlibs"` // libraries every link adds (-lm)
 	// Deps are sources of libdep.so, a library the program links and the
 	// fix does not touch.
 	Deps []string `json:"deps"`
@@ -96,6 +103,12 @@ func (s *spec) validate() error {
 	}
 	if (len(s.Main) > 0) != (s.Link == "shared") {
 		return errors.New("main lists the executable's sources of a shared module, and only those")
+	}
+	if s.MainLink != "" && (s.Link != "shared" || (s.MainLink != "pie" && s.MainLink != "nopie")) {
+		return fmt.Errorf("main_link %q: want pie or nopie, and only for a shared module", s.MainLink)
+	}
+	if s.Strip && s.Link == "shared" {
+		return errors.New("strip: only executables are shipped stripped in the corpus")
 	}
 	if s.Refuse == "" && (len(s.Before) == 0 || len(s.After) == 0 || len(s.Reverted) == 0) {
 		return errors.New("a case expects either a refusal or before, after and reverted output")
@@ -184,33 +197,45 @@ func TestCorpus(t *testing.T) {
 
 // caseBuild is a case compiled twice and linked from the original objects.
 type caseBuild struct {
-	dir    string
-	target string // the module: executable or shared library
-	prog   string // the executable to run
-	units  []build.Unit
+	dir     string
+	modules []caseModule // the modules the fix changes
+	prog    string       // the executable to run
+}
+
+// caseModule is one target module and the objects of it the fix changed.
+type caseModule struct {
+	target  string // the executable or shared library
+	symbols string // its unstripped original, when the target is stripped
+	units   []build.Unit
 }
 
 func runCase(t *testing.T, name, dir string, s *spec) {
 	cb := compileCase(t, dir, s)
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
 	defer cancel()
-	opts := build.Options{Target: cb.target, Units: cb.units, ID: name, Level: 1}
 
 	if s.Refuse != "" {
 		p := lptest.Start(t, cb.prog)
 		expectLines(t, p, "before the build", s.Before)
-		res, err := build.Build(ctx, opts)
+		var err error
+		for _, m := range cb.modules {
+			var res *build.Result
+			res, err = build.Build(ctx, m.options(name))
+			if err != nil {
+				if res != nil {
+					t.Errorf("refused build still returned a result: %+v", res)
+				}
+				break
+			}
+		}
 		if err == nil {
-			t.Fatalf("build succeeded (changed %v, new %v), want a refusal naming %q", changedNames(res), res.New, s.Refuse)
+			t.Fatalf("build succeeded, want a refusal naming %q", s.Refuse)
 		}
 		if !errors.Is(err, build.ErrRefused) {
 			t.Errorf("build error does not wrap build.ErrRefused: %v", err)
 		}
 		if !strings.Contains(err.Error(), s.Refuse) {
 			t.Errorf("refusal does not name %q: %v", s.Refuse, err)
-		}
-		if res != nil {
-			t.Errorf("refused build still returned a result: %+v", res)
 		}
 		t.Logf("refused as expected: %v", err)
 		// The refusal touched nothing: the program behaves as before.
@@ -222,12 +247,22 @@ func runCase(t *testing.T, name, dir string, s *spec) {
 		return
 	}
 
-	res, err := build.Build(ctx, opts)
-	if err != nil {
-		t.Fatalf("build: %v", err)
+	// One bundle for every module the fix changes, as the --source driver
+	// makes it: one build per module.
+	full := &bundle.Bundle{ID: name, Level: 1}
+	var changed, added []string
+	for _, m := range cb.modules {
+		res, err := build.Build(ctx, m.options(name))
+		if err != nil {
+			t.Fatalf("build for %s: %v", filepath.Base(m.target), err)
+		}
+		changed = append(changed, changedNames(res)...)
+		added = append(added, res.New...)
+		full.Modules = append(full.Modules, res.Bundle.Modules...)
+		t.Logf("%s: changed %v, new %v, cold %v, stubs %v", filepath.Base(m.target), changedNames(res), res.New, res.Cold, res.Stubs)
 	}
-	checkChanges(t, s, changedNames(res), res.New, false)
-	data, err := bundle.Marshal(res.Bundle)
+	checkChanges(t, s, changed, added, false)
+	data, err := bundle.Marshal(full)
 	if err != nil {
 		t.Fatalf("encode the bundle: %v", err)
 	}
@@ -235,7 +270,7 @@ func runCase(t *testing.T, name, dir string, s *spec) {
 	if err != nil {
 		t.Fatalf("decode the bundle: %v", err)
 	}
-	t.Logf("changed %v, new %v, cold %v, stubs %v, bundle %d bytes", changedNames(res), res.New, res.Cold, res.Stubs, len(data))
+	t.Logf("bundle %d bytes, %d modules", len(data), len(b.Modules))
 
 	p := lptest.StartGrandchild(t, cb.prog)
 	expectLines(t, p, "before the patch", s.Before)
@@ -248,6 +283,10 @@ func runCase(t *testing.T, name, dir string, s *spec) {
 	}
 	expectLines(t, p, "after the revert", s.Reverted)
 	p.Kill()
+}
+
+func (m caseModule) options(id string) build.Options {
+	return build.Options{Target: m.target, Symbols: m.symbols, Units: m.units, ID: id, Level: 1}
 }
 
 func changedNames(res *build.Result) []string {
@@ -335,25 +374,30 @@ func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exeFlags := slices.Concat(cflags, []string{"-fPIE"})
-	if s.Link == "nopie" {
-		exeFlags = slices.Concat(cflags, []string{"-fno-pie"})
+	exeModel, exeLD := "-fPIE", "-pie"
+	if s.Link == "nopie" || s.MainLink == "nopie" {
+		exeModel, exeLD = "-fno-pie", "-no-pie"
 	}
+	exeFlags := slices.Concat(cflags, []string{exeModel})
 	driverObj := filepath.Join(work, "driver.o")
 	run(t, work, "gcc", slices.Concat([]string{"-c"}, exeFlags, []string{driver, "-o", driverObj})...)
 
-	var modObjs []string
-	for _, src := range s.Sources {
-		o := compile("orig", src, flags)
-		f := compile("fixed", src, flags)
-		modObjs = append(modObjs, o)
-		if !sameFile(t, o, f) {
-			cb.units = append(cb.units, build.Unit{Orig: o, Patched: f, Source: src})
+	// compileBoth compiles srcs in both trees and returns the original
+	// objects and the units the fix changed.
+	compileBoth := func(srcs []string, flags []string) ([]string, []build.Unit) {
+		var objs []string
+		var units []build.Unit
+		for _, src := range srcs {
+			o := compile("orig", src, flags)
+			f := compile("fixed", src, flags)
+			objs = append(objs, o)
+			if !sameFile(t, o, f) {
+				units = append(units, build.Unit{Orig: o, Patched: f, Source: src})
+			}
 		}
+		return objs, units
 	}
-	if len(cb.units) == 0 {
-		t.Fatalf("fix.diff changes none of the module's objects %v", s.Sources)
-	}
+	modObjs, modUnits := compileBoth(s.Sources, flags)
 	linker := "gcc"
 	if s.Lang == "c++" {
 		linker = "g++"
@@ -370,18 +414,33 @@ func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 	}
 	switch s.Link {
 	case "pie", "nopie":
-		cb.target = filepath.Join(origDir, "prog")
-		run(t, origDir, linker, slices.Concat(ldflags, modObjs, []string{driverObj, "-o", cb.target}, libs)...)
-		cb.prog = cb.target
-	case "shared":
-		cb.target = filepath.Join(origDir, "libcase.so")
-		run(t, origDir, linker, slices.Concat([]string{"-shared"}, modObjs, []string{"-o", cb.target}, libs)...)
-		var mainObjs []string
-		for _, src := range s.Main {
-			mainObjs = append(mainObjs, compile("orig", src, exeFlags))
+		target := filepath.Join(origDir, "prog")
+		run(t, origDir, linker, slices.Concat(ldflags, modObjs, []string{driverObj, "-o", target}, libs)...)
+		m := caseModule{target: target, units: modUnits}
+		cb.prog = target
+		if s.Strip {
+			m.target, m.symbols = filepath.Join(origDir, "prog.stripped"), target
+			run(t, origDir, "strip", "--strip-all", "-o", m.target, target)
+			cb.prog = m.target
 		}
+		if len(modUnits) > 0 {
+			cb.modules = append(cb.modules, m)
+		}
+	case "shared":
+		lib := filepath.Join(origDir, "libcase.so")
+		run(t, origDir, linker, slices.Concat([]string{"-shared"}, modObjs, []string{"-o", lib}, libs)...)
+		if len(modUnits) > 0 {
+			cb.modules = append(cb.modules, caseModule{target: lib, units: modUnits})
+		}
+		mainObjs, mainUnits := compileBoth(s.Main, slices.Concat(exeFlags, patchFlags))
 		cb.prog = filepath.Join(origDir, "prog")
-		run(t, origDir, linker, slices.Concat([]string{"-pie"}, mainObjs, []string{driverObj, "-L", origDir, "-lcase", "-Wl,-rpath," + origDir, "-o", cb.prog}, libs)...)
+		run(t, origDir, linker, slices.Concat([]string{exeLD}, mainObjs, []string{driverObj, "-L", origDir, "-lcase", "-Wl,-rpath," + origDir, "-o", cb.prog}, libs)...)
+		if len(mainUnits) > 0 {
+			cb.modules = append(cb.modules, caseModule{target: cb.prog, units: mainUnits})
+		}
+	}
+	if len(cb.modules) == 0 {
+		t.Fatalf("fix.diff changes none of the objects of %v", slices.Concat(s.Sources, s.Main))
 	}
 	return cb
 }

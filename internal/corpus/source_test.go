@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -116,9 +117,17 @@ func runSourceCase(t *testing.T, name, dir string, s *spec) {
 	}
 	// The shipped program: built in the tree with the real compiler.
 	run(t, src, "make", "-s")
-	target := filepath.Join(src, "prog")
+	prog := filepath.Join(src, "prog")
+	targets := []string{"--target", prog}
 	if s.Link == "shared" {
-		target = filepath.Join(src, "libcase.so")
+		// Both modules, whichever the fix changes: a target the fix does
+		// not touch is allowed and reported.
+		targets = append(targets, "--target", filepath.Join(src, "libcase.so"))
+	}
+	if s.Strip {
+		// Shipped stripped, as distributions do: the driver finds the
+		// symbols in its own rebuild of the original.
+		run(t, src, "strip", "--strip-all", "prog")
 	}
 	fix, err := filepath.Abs(filepath.Join(dir, "fix.diff"))
 	if err != nil {
@@ -127,13 +136,13 @@ func runSourceCase(t *testing.T, name, dir string, s *spec) {
 	out := filepath.Join(work, name+".hfp")
 	before := treeHash(t, src)
 
-	p := lptest.StartGrandchild(t, filepath.Join(src, "prog"))
+	p := lptest.StartGrandchild(t, prog)
 	expectLines(t, p, "before the patch", s.Before)
 
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "patch", "build", "--source", src, "--fix", fix, "--target", target,
-		"--id", name, "--json", "-o", out)
+	args := slices.Concat([]string{"patch", "build", "--source", src, "--fix", fix}, targets, []string{"--id", name, "--json", "-o", out})
+	cmd := exec.CommandContext(ctx, bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()
@@ -222,6 +231,9 @@ func makefile(s *spec) string {
 		model, exeModel, ldflags = "-fno-pie", "-fno-pie", "-no-pie"
 	case "shared":
 		model = "-fPIC"
+		if s.MainLink == "nopie" {
+			exeModel, ldflags = "-fno-pie", "-no-pie"
+		}
 	}
 	linker := "$(CC)"
 	if s.Lang == "c++" {
