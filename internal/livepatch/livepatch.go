@@ -253,7 +253,9 @@ func Apply(ctx context.Context, pid int, b *bundle.Bundle, opts Options) (Result
 		return res, wrap(err)
 	}
 	s.opts.failpoint("prepared")
-	if err := s.switchOver(plans, &res); err != nil {
+	// The stop, the scan, the writes and the resume run on the tracer's
+	// thread as one sequence, so no thread hand-over lengthens the pause.
+	if err := s.t.Run(s.ctx, func() error { return s.switchOver(plans, &res) }); err != nil {
 		if !s.wroteSites && !errors.Is(err, proc.ErrExited) {
 			s.discard(plans)
 		}

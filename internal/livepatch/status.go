@@ -59,15 +59,26 @@ func Revert(ctx context.Context, pid int, id string, opts Options) (Result, erro
 	}
 	for _, r := range todo {
 		res.Level = r.Level
-		n, used, err := s.restoreWatch(r, true)
+		var n int
+		var used bool
+		var pause time.Duration
+		var resumeErr error
+		// As in Apply: stop, scan, restore and resume on the tracer's thread.
+		err := s.t.Run(s.ctx, func() error {
+			var err error
+			if n, used, err = s.restoreWatch(r, true); err != nil {
+				return err
+			}
+			pause, resumeErr = s.t.Resume()
+			return nil
+		})
 		if err != nil {
 			return res, wrap(err)
 		}
 		res.Functions += n
-		pause, err := s.t.Resume()
 		res.Pause += pause
-		if err != nil {
-			return res, wrap(fmt.Errorf("resume after the revert (the patch is reverted): %w", err))
+		if resumeErr != nil {
+			return res, wrap(fmt.Errorf("resume after the revert (the patch is reverted): %w", resumeErr))
 		}
 		s.opts.failpoint("reverted")
 		s.dropIfUnused(r, used)
