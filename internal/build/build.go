@@ -558,6 +558,12 @@ func (b *builder) diff(u *unit) error {
 		if err := b.checkEH(u, os, fs); err != nil {
 			return err
 		}
+		for i := range u.orig.syms {
+			is := &u.orig.syms[i]
+			if is.Type == elf.STT_GNU_IFUNC && is.Section == os.Section && is.Value == os.Value {
+				return fmt.Errorf("%w: function %s is the resolver of the IFUNC %s; resolvers run once, when the module is loaded, so a new one would never run in the running processes: change the implementations it chooses between instead, or ship a restart update", ErrRefused, fs.Name, is.Name)
+			}
+		}
 		u.changed = append(u.changed, fs)
 	}
 	return nil
@@ -801,12 +807,39 @@ type resolved struct {
 	name     string
 	isFunc   bool
 	global   bool
+	// ifuncSlot is the GOT slot the module's own IFUNC is resolved into
+	// (an IRELATIVE relocation): calls go through it, never to the resolver.
+	ifuncSlot uint64
 }
 
 func (b *builder) resolve(u *unit, sec int, r elfx.Reloc) (resolved, error) {
 	s, err := u.fixed.symbol(r.Sym)
 	if err != nil {
 		return resolved{}, err
+	}
+	if s.Type == elf.STT_GNU_IFUNC && s.Defined() {
+		// The symbol's address is its resolver's; the process calls the
+		// implementation the resolver chose, through an IRELATIVE slot.
+		ts, err := b.tgt.lookup(s.Name, s.Bind == elf.STB_LOCAL, u.orig.file)
+		if err != nil {
+			if errors.Is(err, errNotInTarget) {
+				return resolved{}, fmt.Errorf("%w: %s calls the IFUNC %s, which %s does not have; a hot patch cannot add an IFUNC (its resolver runs only at load time): call one implementation directly, or ship a restart update", ErrRefused, b.owner(u, sec), s.Name, b.tgt.name)
+			}
+			return resolved{}, err
+		}
+		if slot, ok := b.tgt.irelative[ts.Value]; ok {
+			return resolved{name: s.Name, isFunc: true, ifuncSlot: slot}, nil
+		}
+		if s.Bind != elf.STB_LOCAL {
+			// An exported IFUNC of a shared library: its own GOT slot.
+			if slot, ok := b.tgt.jmpSlot[s.Name]; ok {
+				return resolved{name: s.Name, isFunc: true, ifuncSlot: slot}, nil
+			}
+			if slot, ok := b.tgt.globDat[s.Name]; ok {
+				return resolved{name: s.Name, isFunc: true, ifuncSlot: slot}, nil
+			}
+		}
+		return resolved{}, fmt.Errorf("%w: %s calls the IFUNC %s, but %s has no GOT slot resolved for it (no IRELATIVE relocation for its resolver at %#x); call one implementation directly", ErrRefused, b.owner(u, sec), s.Name, b.tgt.name, ts.Value)
 	}
 	if s.Section == elf.SHN_ABS {
 		return resolved{vaddr: s.Value, name: s.Name}, nil
@@ -943,6 +976,18 @@ func (b *builder) relocate(u *unit, sec int, r elfx.Reloc) error {
 		return err
 	}
 	where := b.owner(u, sec)
+	if t.ifuncSlot != 0 {
+		switch r.Type {
+		case elf.R_X86_64_GOTPCREL, elf.R_X86_64_GOTPCRELX, elf.R_X86_64_REX_GOTPCRELX:
+			b.addFixup(at, bundle.ModulePC32, int64(t.ifuncSlot)+r.Addend)
+			return nil
+		case elf.R_X86_64_PC32, elf.R_X86_64_PLT32:
+			idx := b.stubAt(t.name, t.ifuncSlot)
+			b.pending = append(b.pending, pendingRef{at: at, typ: r.Type, addend: r.Addend, to: ref{kind: refStub, idx: idx}, where: where})
+			return nil
+		}
+		return fmt.Errorf("%w: %s takes the address of the IFUNC %s with a %s relocation; only calls and GOT loads of an IFUNC can be linked", ErrRefused, where, t.name, r.Type)
+	}
 	switch r.Type {
 	case elf.R_X86_64_GOTPCREL, elf.R_X86_64_GOTPCRELX, elf.R_X86_64_REX_GOTPCRELX:
 		// Prefer the target's own GOT slot: it honours interposition and
@@ -998,6 +1043,17 @@ func (b *builder) addFixup(at uint64, kind bundle.FixupKind, addend int64) {
 
 func (b *builder) notImported(u *unit, sec int, name string) error {
 	return fmt.Errorf("%w: %s now calls %s, which %s does not import; a hot patch cannot add a new library dependency: call something the target already uses, or ship the fix as a restart update", ErrRefused, b.owner(u, sec), name, b.tgt.name)
+}
+
+// stubAt returns a stub jumping through the GOT slot at slot.
+func (b *builder) stubAt(name string, slot uint64) int {
+	key := fmt.Sprintf("%s@%x", name, slot)
+	if i, ok := b.stubIdx[key]; ok {
+		return i
+	}
+	b.stubs = append(b.stubs, stub{name: name, slot: slot})
+	b.stubIdx[key] = len(b.stubs) - 1
+	return len(b.stubs) - 1
 }
 
 func (b *builder) stubFor(u *unit, sec int, name string) (int, error) {

@@ -383,3 +383,39 @@ func TestInlinedChange(t *testing.T) {
 	}
 	applyAndCheck(t, p.run(t, ""), res, nativeResults(t, p, "i.c"), nativeResults(t, p, "i.c", "-DFIX"))
 }
+
+// TestIFUNC patches code calling libc's IFUNCs and the program's own, and
+// a changed implementation of an IFUNC; a changed resolver is refused.
+func TestIFUNC(t *testing.T) {
+	for _, cfg := range []struct {
+		name   string
+		cflags []string
+	}{
+		{"pie", []string{"-O2", "-fPIE", "-pie"}},
+		{"nopie", []string{"-O2", "-fno-pie", "-no-pie"}},
+		{"pie-noplt", []string{"-O2", "-fPIE", "-pie", "-fno-plt"}},
+	} {
+		t.Run(cfg.name, func(t *testing.T) {
+			p := newProject(t, "ifunc", cfg.cflags, "f.c")
+			res, err := p.build(t, p.unit(t, "f.c"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := changedSet(res); got != "add_fast,use_ifunc,use_libc" {
+				t.Errorf("changed %s; want add_fast, use_ifunc, use_libc", got)
+			}
+			before, after := nativeResults(t, p, "f.c"), nativeResults(t, p, "f.c", "-DFIX")
+			if before["plain_add"] == after["plain_add"] {
+				t.Fatalf("the fix does not change add's implementation: %v", after)
+			}
+			applyAndCheck(t, p.run(t, ""), res, before, after)
+
+			u := p.unit(t, "f.c")
+			u.Patched = p.object(t, "f.c", "resolver.o", nil, "-DFIX_RESOLVER")
+			_, err = p.build(t, u)
+			if err == nil || !strings.Contains(err.Error(), "function resolve_add is the resolver of the IFUNC add") {
+				t.Fatalf("changed resolver: %v; want a refusal naming it", err)
+			}
+		})
+	}
+}

@@ -37,6 +37,11 @@ type target struct {
 	// relative holds the addend of each R_X86_64_RELATIVE slot: the GOT
 	// entries of symbols the module itself defines, in PIE and -fPIC code.
 	relative map[uint64]uint64
+	// irelative maps an IFUNC resolver's address to the GOT slot the
+	// dynamic loader fills with the implementation it picks.
+	irelative map[uint64]uint64
+	// pltBySlot lists the PLT entries jumping through each GOT slot.
+	pltBySlot map[uint64][]uint64
 	// plt lists, by symbol, the PLT entries (.plt, .plt.sec, .plt.got) that
 	// jump through that symbol's GOT slot.
 	plt map[string][]uint64
@@ -84,6 +89,7 @@ func openTarget(path, symbols string) (*target, error) {
 		return fail(fmt.Errorf("read dynamic relocations of %s: %w", path, err))
 	}
 	t.relative = map[uint64]uint64{}
+	t.irelative = map[uint64]uint64{}
 	for _, r := range relocs {
 		switch r.Type {
 		case elf.R_X86_64_GLOB_DAT:
@@ -92,6 +98,8 @@ func openTarget(path, symbols string) (*target, error) {
 			t.jmpSlot[r.Name] = r.Offset
 		case elf.R_X86_64_RELATIVE:
 			t.relative[r.Offset] = uint64(r.Addend)
+		case elf.R_X86_64_IRELATIVE:
+			t.irelative[uint64(r.Addend)] = r.Offset
 		}
 	}
 	if err := t.readPLT(); err != nil {
@@ -105,6 +113,7 @@ func openTarget(path, symbols string) (*target, error) {
 // (ff 25, after endbr64 and bnd prefixes) names it.
 func (t *target) readPLT() error {
 	t.plt = map[string][]uint64{}
+	t.pltBySlot = map[uint64][]uint64{}
 	bySlot := map[uint64]string{}
 	for n, a := range t.globDat {
 		bySlot[a] = n
@@ -133,6 +142,7 @@ func (t *target) readPLT() error {
 					continue
 				}
 				slot := s.Addr + j + 6 + uint64(int64(int32(binary.LittleEndian.Uint32(d[j+2:]))))
+				t.pltBySlot[slot] = append(t.pltBySlot[slot], s.Addr+k)
 				if n, ok := bySlot[slot]; ok {
 					t.plt[n] = append(t.plt[n], s.Addr+k)
 				}

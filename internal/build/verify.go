@@ -126,6 +126,19 @@ func (b *builder) expected(u *unit, r elfx.Reloc) (addrs []uint64, name string, 
 	if s.Section == elf.SHN_ABS {
 		return []uint64{s.Value}, s.Name, true, nil
 	}
+	if s.Type == elf.STT_GNU_IFUNC && s.Defined() {
+		// Calls reach the PLT entry of the slot the resolver fills.
+		ts, err := b.tgt.lookup(s.Name, s.Bind == elf.STB_LOCAL, u.orig.file)
+		if err != nil {
+			return nil, s.Name, false, nil
+		}
+		addrs = append(addrs, ts.Value)
+		if slot, ok := b.tgt.irelative[ts.Value]; ok {
+			addrs = append(addrs, b.tgt.pltBySlot[slot]...)
+		}
+		addrs = append(addrs, b.tgt.plt[s.Name]...)
+		return addrs, s.Name, true, nil
+	}
 	if !s.Defined() {
 		ts, err := b.tgt.lookup(s.Name, false, "")
 		if err == nil {
@@ -275,6 +288,11 @@ func (b *builder) checkSlot(u *unit, r elfx.Reloc, off, slot uint64) (*mismatch,
 	}
 	if a, ok := b.tgt.jmpSlot[name]; ok && a == slot {
 		return nil, nil
+	}
+	if s.Type == elf.STT_GNU_IFUNC {
+		if ts, err := b.tgt.lookup(s.Name, s.Bind == elf.STB_LOCAL, u.orig.file); err == nil && b.tgt.irelative[ts.Value] == slot {
+			return nil, nil
+		}
 	}
 	addrs, _, known, err := b.expected(u, r)
 	if err != nil {
