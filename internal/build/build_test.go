@@ -378,6 +378,7 @@ func TestRefusals(t *testing.T) {
 		{"new constructor", []string{"-DREFUSE_CTOR"}, nil, []string{"changes the file's constructors", "start_early"}},
 		{"new library dependency", []string{"-DREFUSE_NEWLIB"}, nil, []string{"function greet now calls getpid, which harness does not import"}},
 		{"too small", []string{"-DREFUSE_TINY"}, nil, []string{"function tiny is 5 bytes", "too small to redirect"}},
+		{"LTO objects", []string{"-DFIX"}, []string{"-flto"}, []string{"was built with -flto", "rebuild without LTO"}},
 		{"orig.o built differently", []string{"-DFIX"}, []string{"-O0"}, []string{"was not built the same way as the target (function classify", "the flags differ"}},
 	}
 	for _, c := range cases {

@@ -419,3 +419,18 @@ func TestIFUNC(t *testing.T) {
 		})
 	}
 }
+
+// TestStringLiteralsOnly checks that new string literals in one function,
+// which renumber gcc's .LC labels and move the others within the merged
+// string section, leave the functions using the others unchanged.
+func TestStringLiteralsOnly(t *testing.T) {
+	p := newProject(t, "strings", []string{"-O2", "-fPIE", "-pie"}, "s.c")
+	res, err := p.build(t, p.unit(t, "s.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := changedSet(res); got != "first" {
+		t.Errorf("changed %s; want only first", got)
+	}
+	applyAndCheck(t, p.run(t, ""), res, nativeResults(t, p, "s.c"), nativeResults(t, p, "s.c", "-DFIX"))
+}
