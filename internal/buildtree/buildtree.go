@@ -625,6 +625,10 @@ func (d *driver) mapUnits(units []Unit) ([]Module, []string, error) {
 	for i, t := range d.targets {
 		mods[i] = Module{Target: t.path, BuildID: hex.EncodeToString(t.buildID), FileSize: t.size}
 	}
+	// First what the link commands say; then, for units no logged link
+	// used, the targets' symbols.
+	var unlogged []Unit
+	logged := map[string]bool{} // sources with a compile placed by the log
 	for _, u := range units {
 		placed := false
 		var into []string
@@ -640,26 +644,37 @@ func (d *driver) mapUnits(units []Unit) ([]Module, []string, error) {
 				}
 			}
 		}
-		if !placed && len(into) == 0 {
-			// The log did not show the link: ask the targets' symbols.
-			file, funcs := unitSymbols(u.Orig)
-			for ti, t := range d.targets {
-				syms := t.path
-				if !t.symtab {
-					syms = d.symbolsFor(&d.targets[ti])
-				}
-				if syms != "" && targetHasUnit(syms, file, funcs) {
-					mods[ti].Units = append(mods[ti].Units, u)
-					placed = true
-				}
+		switch {
+		case placed:
+			logged[u.Source] = true
+		case len(into) == 0:
+			unlogged = append(unlogged, u)
+		default:
+			where := strings.Join(into, ", ")
+			return nil, nil, fmt.Errorf("%w: %s changed, and it is linked into %s, but no --target is that module; add --target for the installed copy of %s", ErrNotPatchable, u.Source, where, where)
+		}
+	}
+	for _, u := range unlogged {
+		if logged[u.Source] {
+			// Another compile of the same file (libtool's non-PIC copy for
+			// the static library, archived by ar) went into a target.
+			d.notes = append(d.notes, fmt.Sprintf("%s: the second object %s is in no linked module; its other compile is in the bundle", u.Source, d.rel(u.Patched)))
+			continue
+		}
+		file, funcs := unitSymbols(u.Orig)
+		placed := false
+		for ti, t := range d.targets {
+			syms := t.path
+			if !t.symtab {
+				syms = d.symbolsFor(&d.targets[ti])
+			}
+			if syms != "" && targetHasUnit(syms, file, funcs) && !hasSource(mods[ti].Units, u.Source) {
+				mods[ti].Units = append(mods[ti].Units, u)
+				placed = true
 			}
 		}
 		if !placed {
-			where := "no module the build linked"
-			if len(into) > 0 {
-				where = strings.Join(into, ", ")
-			}
-			return nil, nil, fmt.Errorf("%w: %s changed, and it is linked into %s, but no --target is that module; add --target for the installed copy of %s", ErrNotPatchable, u.Source, where, where)
+			return nil, nil, fmt.Errorf("%w: %s changed (object %s), but the build log shows no link of it and no --target has its symbols; add --target for the module it is built into", ErrNotPatchable, u.Source, d.rel(u.Patched))
 		}
 	}
 	var used []Module
@@ -672,6 +687,15 @@ func (d *driver) mapUnits(units []Unit) ([]Module, []string, error) {
 		used = append(used, m)
 	}
 	return used, untouched, nil
+}
+
+func hasSource(us []Unit, src string) bool {
+	for _, x := range us {
+		if x.Source == src {
+			return true
+		}
+	}
+	return false
 }
 
 func hasUnit(us []Unit, u Unit) bool {

@@ -497,6 +497,12 @@ func TestConfigureProject(t *testing.T) {
 	if got := changedNames(res.Modules[0]); len(got) != 1 || got[0] != "limit" {
 		t.Errorf("prog: changed functions %v, want [limit]", got)
 	}
+	if u := res.Modules[1].Units; len(u) != 1 || !strings.HasSuffix(u[0].Patched, "lib/.libs/foo.o") {
+		t.Errorf("libfoo.so.1 built from %+v, want only the position-independent lib/.libs/foo.o", u)
+	}
+	if !strings.Contains(strings.Join(res.Notes, "\n"), "the second object lib/foo.o is in no linked module") {
+		t.Errorf("notes %q do not explain the static library's copy of lib/foo.c", res.Notes)
+	}
 	applyAndCheck(t, prog, res, map[string]string{"limit": "10", "lib": "10"}, map[string]string{"limit": "30", "lib": "20"})
 }
 
