@@ -242,7 +242,8 @@ type cliResult struct {
 }
 
 func (r cliResult) String() string {
-	return fmt.Sprintf("hotfleet %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(r.args, " "), r.exit, r.stdout, r.stderr)
+	// stderr carries the output of both builds: its end says what failed.
+	return fmt.Sprintf("hotfleet %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(r.args, " "), r.exit, r.stdout, tail(r.stderr, 40))
 }
 
 func hotfleet(t *testing.T, timeout time.Duration, args ...string) cliResult {
