@@ -171,6 +171,7 @@ func attach(ctx context.Context, pid int, opts Options) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
+	t.SetLogger(opts.Log)
 	return &session{ctx: ctx, pid: pid, t: t, mem: t.Mem(), opts: opts, log: opts.Log}, nil
 }
 

@@ -102,13 +102,17 @@ func benchPause(b *testing.B, exe string, bd *bundle.Bundle, funcs, threads int)
 	b.ReportMetric(rp99, "revert-p99-us")
 	// Where the pause goes, as far as the engine reports it: stopping every
 	// thread, then checking their PCs and stacks.
-	for _, step := range []string{"stop", "scan"} {
+	for _, step := range []string{"stop", "scan", "stopping", "stopped", "detaching"} {
 		if d := steps.get(step); len(d) > 0 {
 			p50, p99, _ := benchPercentiles(d)
 			b.ReportMetric(p50, step+"-p50-us")
 			b.ReportMetric(p99, step+"-p99-us")
 		}
 	}
+	// How much stack memory one scan reads, with every thread's stack.
+	steps.mu.Lock()
+	b.ReportMetric(float64(steps.stackBytes)/1024, "stack-KiB")
+	steps.mu.Unlock()
 	// The machine's load says how far to trust the numbers: every stopped
 	// thread must get a CPU to enter its stop, so other work inflates them.
 	if load, err := loadAverage(); err == nil {
@@ -129,23 +133,36 @@ func loadAverage() (float64, error) {
 	return strconv.ParseFloat(f[0], 64)
 }
 
+// benchSteps are the durations the engine and the tracer log for the steps
+// of a stop: "stop" (seizing and stopping, as the engine sees it) and "scan"
+// (the stack scan); "stopping" (first interrupt to the last thread
+// stopped), "stopped" (the engine's work with every thread stopped) and
+// "detaching" (releasing them), which add up to the pause.
+var benchSteps = map[string]bool{"stop": true, "scan": true, "stopping": true, "stopped": true, "detaching": true}
+
 // stepRecorder is a slog handler that keeps the durations the engine logs
 // for the steps of a stop (attributes "stop" and "scan"), and nothing else.
 type stepRecorder struct {
-	mu    sync.Mutex
-	steps map[string][]time.Duration
+	mu         sync.Mutex
+	steps      map[string][]time.Duration
+	stackBytes int64 // the most stack bytes one scan read
 }
 
 func (r *stepRecorder) Enabled(context.Context, slog.Level) bool { return true }
 
 func (r *stepRecorder) Handle(_ context.Context, rec slog.Record) error {
 	rec.Attrs(func(a slog.Attr) bool {
-		if (a.Key == "stop" || a.Key == "scan") && a.Value.Kind() == slog.KindDuration {
+		if benchSteps[a.Key] && a.Value.Kind() == slog.KindDuration {
 			r.mu.Lock()
 			if r.steps == nil {
 				r.steps = map[string][]time.Duration{}
 			}
 			r.steps[a.Key] = append(r.steps[a.Key], a.Value.Duration())
+			r.mu.Unlock()
+		}
+		if a.Key == "stackbytes" && a.Value.Kind() == slog.KindInt64 {
+			r.mu.Lock()
+			r.stackBytes = max(r.stackBytes, a.Value.Int64())
 			r.mu.Unlock()
 		}
 		return true

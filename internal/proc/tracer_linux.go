@@ -69,6 +69,7 @@ type Tracer struct {
 	threads   map[int]*thread // seized threads
 	order     []int           // seize order, for deterministic Stopped() output
 	firstStop time.Time       // first PTRACE_INTERRUPT of this stop
+	allStop   time.Time       // when StopAll found every thread stopped
 	gadgets   *gadgets        // syscall gadgets, found once per process
 	preferTid int             // thread remote syscalls should use first; 0: the leader
 	osTid     int             // the OS thread that is the tracer of every seized thread
@@ -303,6 +304,7 @@ func (t *Tracer) stopAll(ctx context.Context) error {
 			if len(t.threads) == 0 {
 				return fmt.Errorf("stop pid %d: %w", t.pid, ExitedError{Pid: t.pid})
 			}
+			t.allStop = time.Now()
 			return nil
 		}
 	}
@@ -770,6 +772,7 @@ func (t *Tracer) releaseAll() (time.Duration, error) {
 	if err := t.waitAllStopped(context.Background()); err != nil {
 		errs = append(errs, err)
 	}
+	release := time.Now()
 	for _, tid := range t.order {
 		th := t.threads[tid]
 		if th == nil || !th.stopped {
@@ -779,7 +782,15 @@ func (t *Tracer) releaseAll() (time.Duration, error) {
 			errs = append(errs, err)
 		}
 	}
-	pause := time.Since(t.firstStop)
+	end := time.Now()
+	pause := end.Sub(t.firstStop)
+	if !t.allStop.IsZero() {
+		// Where a stop's time goes, for the pause benchmark: stopping every
+		// thread, the caller's work with the world stopped, and the detaches.
+		t.log.Debug("process resumed", "pid", t.pid, "threads", len(t.order), "pause", pause,
+			"stopping", t.allStop.Sub(t.firstStop), "stopped", release.Sub(t.allStop), "detaching", end.Sub(release))
+	}
+	t.allStop = time.Time{}
 	t.threads = map[int]*thread{}
 	t.order = nil
 	t.firstStop = time.Time{}
