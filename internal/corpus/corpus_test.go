@@ -334,8 +334,9 @@ func expectLines(t *testing.T, p *lptest.Target, when string, want []string) {
 }
 
 // compileCase copies the case into orig/ and fixed/, applies fix.diff to
-// fixed/, compiles both with the case's flags, links the original program,
-// and returns one unit per source whose object the fix changed.
+// fixed/, compiles both with the case's flags plus the patch flags, links
+// the shipped program from the original built without the patch flags, and
+// returns per module the units whose object the fix changed.
 func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 	t.Helper()
 	work := t.TempDir()
@@ -364,11 +365,27 @@ func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 	case "shared":
 		model = []string{"-fPIC"}
 	}
-	flags := slices.Concat(cflags, model, patchFlags)
-	compile := func(variant, src string, flags []string) string {
-		obj := strings.TrimSuffix(src, filepath.Ext(src)) + ".o"
+	flags := slices.Concat(cflags, model)
+	compileTo := func(variant, outDir, src string, flags []string) string {
+		obj := filepath.Join(outDir, strings.TrimSuffix(src, filepath.Ext(src))+".o")
 		run(t, filepath.Join(work, variant), compilerFor(s, src), slices.Concat([]string{"-c"}, flags, []string{src, "-o", obj})...)
-		return filepath.Join(work, variant, obj)
+		return obj
+	}
+	compile := func(variant, src string, flags []string) string {
+		return compileTo(variant, filepath.Join(work, variant), src, flags)
+	}
+	// The shipped program is linked from objects built without the patch
+	// flags, as a distribution builds it; orig.o and fixed.o have them.
+	shipDir := filepath.Join(work, "ship")
+	if err := os.Mkdir(shipDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ship := func(srcs []string, flags []string) []string {
+		var objs []string
+		for _, src := range srcs {
+			objs = append(objs, compileTo("orig", shipDir, src, flags))
+		}
+		return objs
 	}
 	driver, err := filepath.Abs(filepath.Join("testdata", "driver.c"))
 	if err != nil {
@@ -385,17 +402,15 @@ func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 	// compileBoth compiles srcs in both trees and returns the original
 	// objects and the units the fix changed.
 	compileBoth := func(srcs []string, flags []string) ([]string, []build.Unit) {
-		var objs []string
 		var units []build.Unit
 		for _, src := range srcs {
-			o := compile("orig", src, flags)
-			f := compile("fixed", src, flags)
-			objs = append(objs, o)
+			o := compile("orig", src, slices.Concat(flags, patchFlags))
+			f := compile("fixed", src, slices.Concat(flags, patchFlags))
 			if !sameFile(t, o, f) {
 				units = append(units, build.Unit{Orig: o, Patched: f, Source: src})
 			}
 		}
-		return objs, units
+		return ship(srcs, flags), units
 	}
 	modObjs, modUnits := compileBoth(s.Sources, flags)
 	linker := "gcc"
@@ -407,7 +422,7 @@ func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 	if len(s.Deps) > 0 {
 		var depObjs []string
 		for _, src := range s.Deps {
-			depObjs = append(depObjs, compile("orig", src, slices.Concat(cflags, []string{"-fPIC"})))
+			depObjs = append(depObjs, compileTo("orig", shipDir, src, slices.Concat(cflags, []string{"-fPIC"})))
 		}
 		run(t, origDir, linker, slices.Concat([]string{"-shared"}, depObjs, []string{"-o", filepath.Join(origDir, "libdep.so")})...)
 		libs = slices.Concat([]string{"-L", origDir, "-ldep", "-Wl,-rpath," + origDir}, libs)
@@ -432,7 +447,7 @@ func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 		if len(modUnits) > 0 {
 			cb.modules = append(cb.modules, caseModule{target: lib, units: modUnits})
 		}
-		mainObjs, mainUnits := compileBoth(s.Main, slices.Concat(exeFlags, patchFlags))
+		mainObjs, mainUnits := compileBoth(s.Main, exeFlags)
 		cb.prog = filepath.Join(origDir, "prog")
 		run(t, origDir, linker, slices.Concat([]string{exeLD}, mainObjs, []string{driverObj, "-L", origDir, "-lcase", "-Wl,-rpath," + origDir, "-o", cb.prog}, libs)...)
 		if len(mainUnits) > 0 {

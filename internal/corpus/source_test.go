@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,9 +127,7 @@ func runSourceCase(t *testing.T, name, dir string, s *spec) {
 		targets = append(targets, "--target", filepath.Join(src, "libcase.so"))
 	}
 	if s.Strip {
-		// Shipped stripped, as distributions do: the driver finds the
-		// symbols in its own rebuild of the original.
-		run(t, src, "strip", "--strip-all", "prog")
+		shipStripped(t, prog)
 	}
 	fix, err := filepath.Abs(filepath.Join(dir, "fix.diff"))
 	if err != nil {
@@ -215,6 +215,66 @@ func runSourceCase(t *testing.T, name, dir string, s *spec) {
 	}
 	expectLines(t, p, "after the revert", s.Reverted)
 	p.Kill()
+}
+
+// debugRoot is where distributions install the debug symbols of their
+// binaries (the -dbgsym packages), by build-id.
+const debugRoot = "/usr/lib/debug/.build-id"
+
+// shipStripped strips prog as a distribution package ships it and installs
+// its symbols the way the package's -dbgsym companion does, under
+// debugRoot, until the test ends. The driver's own rebuild cannot stand in
+// for the symbols: its compiler flags differ, so its build-id does.
+func shipStripped(t *testing.T, prog string) {
+	t.Helper()
+	dir := filepath.Dir(prog)
+	run(t, dir, "objcopy", "--only-keep-debug", prog, prog+".debug")
+	run(t, dir, "strip", "--strip-all", prog)
+	hexID := buildID(t, prog)
+	sub := filepath.Join(debugRoot, hexID[:2])
+	dst := filepath.Join(sub, hexID[2:]+".debug")
+	if _, err := os.Stat(dst); err == nil {
+		t.Fatalf("%s exists already: another build with this build-id is installed", dst)
+	}
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatalf("install the debug symbols: %v", err)
+	}
+	data, err := os.ReadFile(prog + ".debug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, data, 0o644); err != nil {
+		t.Fatalf("install the debug symbols: %v", err)
+	}
+	t.Cleanup(func() {
+		os.Remove(dst)
+		os.Remove(sub) // only when empty
+	})
+}
+
+// buildID returns the GNU build-id of an ELF file in hex.
+func buildID(t *testing.T, path string) string {
+	t.Helper()
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sec := f.Section(".note.gnu.build-id")
+	if sec == nil {
+		t.Fatalf("%s has no build-id", path)
+	}
+	data, err := sec.Data()
+	if err != nil || len(data) < 16 {
+		t.Fatalf("%s: read the build-id note: %v", path, err)
+	}
+	namesz := binary.LittleEndian.Uint32(data[0:])
+	descsz := binary.LittleEndian.Uint32(data[4:])
+	start := 12 + (namesz+3)&^3
+	if descsz < 2 || uint64(start)+uint64(descsz) > uint64(len(data)) {
+		t.Fatalf("%s: malformed build-id note", path)
+	}
+	return fmt.Sprintf("%x", data[start:start+descsz])
 }
 
 // makefile writes the build a project of the case's sources would have:
