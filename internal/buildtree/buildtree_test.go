@@ -527,3 +527,25 @@ func TestBuildFailure(t *testing.T) {
 		t.Errorf("the build's output is not kept: %v", err)
 	}
 }
+
+// TestInlinedCallee changes a static inline function: the caller it is
+// inlined into is what the bundle replaces, and the summary says why.
+func TestInlinedCallee(t *testing.T) {
+	testenv.NeedRoot(t)
+	src := project(t, "make", "src", "mk")
+	fix := makeFix(t, src, map[string]func(string) string{"app/main.c": replace("r += 4;", "r += 5;")})
+	prog := filepath.Join(src, "prog")
+	res, err := buildtree.Build(context.Background(), opts(src, fix, prog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := changedNames(res.Modules[0]); len(got) != 1 || got[0] != "scaled" {
+		t.Fatalf("changed functions %v, want [scaled]", got)
+	}
+	var text strings.Builder
+	buildtree.Summarize(res, "fix.hfp", 1).WriteText(&text)
+	if !strings.Contains(text.String(), "callers changed through inlining (1): scaled (inlines scale)") {
+		t.Errorf("the summary does not name the inlined callee:\n%s", text.String())
+	}
+	applyAndCheck(t, prog, res, map[string]string{"scaled": "11"}, map[string]string{"scaled": "12"})
+}

@@ -29,9 +29,15 @@ type SummaryModule struct {
 	Symbols     string          `json:"symbols,omitempty"`
 	Sources     []string        `json:"sources"`
 	Changed     []SummaryChange `json:"changed"`
-	New         []string        `json:"new,omitempty"`
-	Cold        []string        `json:"cold,omitempty"`
-	Stubs       []string        `json:"stubs,omitempty"`
+	// InlinedCallers are changed functions that hold an inlined copy of a
+	// changed function: "caller (inlines f, g)".
+	InlinedCallers []string `json:"inlined_callers,omitempty"`
+	// NotInTarget are changed functions the target has no copy of (inlined
+	// everywhere); they ship as new code reached from their callers.
+	NotInTarget []string `json:"not_in_target,omitempty"`
+	New         []string `json:"new,omitempty"`
+	Cold        []string `json:"cold,omitempty"`
+	Stubs       []string `json:"stubs,omitempty"`
 	// Verified counts the replaced functions whose rebuilt original code
 	// was proved equal to the target's bytes.
 	Verified    int      `json:"verified"`
@@ -51,6 +57,8 @@ type SummaryChange struct {
 	Site    string `json:"site"`
 	OldSize uint64 `json:"old_size"`
 	NewSize uint64 `json:"new_size"`
+	// Inlined names the changed functions inlined into this one.
+	Inlined []string `json:"inlined,omitempty"`
 }
 
 // Summarize describes res, written to out as size bytes.
@@ -61,12 +69,15 @@ func Summarize(res *Result, out string, size int) Summary {
 	for i, m := range res.Modules {
 		r := m.Result
 		sm := SummaryModule{Target: m.Target, BuildID: m.BuildID, TargetBytes: m.FileSize, Symbols: m.Symbols,
-			New: r.New, Cold: r.Cold, Stubs: r.Stubs, Verified: r.Verified, RodataBytes: r.RodataBytes}
+			NotInTarget: r.NotInTarget, New: r.New, Cold: r.Cold, Stubs: r.Stubs, Verified: r.Verified, RodataBytes: r.RodataBytes}
 		for _, u := range m.Units {
 			sm.Sources = append(sm.Sources, u.Source)
 		}
 		for _, c := range r.Changed {
-			sm.Changed = append(sm.Changed, SummaryChange{Name: c.Name, File: c.File, Site: fmt.Sprintf("%#x", c.Site), OldSize: c.OldSize, NewSize: c.NewSize})
+			sm.Changed = append(sm.Changed, SummaryChange{Name: c.Name, File: c.File, Site: fmt.Sprintf("%#x", c.Site), OldSize: c.OldSize, NewSize: c.NewSize, Inlined: c.Inlined})
+		}
+		for _, c := range r.Inlined {
+			sm.InlinedCallers = append(sm.InlinedCallers, fmt.Sprintf("%s (inlines %s)", c.Name, strings.Join(c.Inlined, ", ")))
 		}
 		for _, d := range r.Rodata {
 			sm.Rodata = append(sm.Rodata, fmt.Sprintf("%s (%d bytes)", d.Name, d.Size))
@@ -99,6 +110,12 @@ func (s Summary) WriteText(w io.Writer) {
 				file = " (static, " + c.File + ")"
 			}
 			fmt.Fprintf(w, "    %s%s at %s: %d -> %d bytes\n", c.Name, file, c.Site, c.OldSize, c.NewSize)
+		}
+		if len(m.InlinedCallers) > 0 {
+			fmt.Fprintf(w, "  callers changed through inlining (%d): %s\n", len(m.InlinedCallers), strings.Join(m.InlinedCallers, "; "))
+		}
+		if len(m.NotInTarget) > 0 {
+			fmt.Fprintf(w, "  changed functions with no copy in the target, shipped as new code for their callers: %s\n", strings.Join(m.NotInTarget, ", "))
 		}
 		fmt.Fprintf(w, "  rebuilt original proved equal to the target for %d of %d replaced functions\n", m.Verified, len(m.Changed))
 		if len(m.New) > 0 {

@@ -6,7 +6,8 @@
  *   limit  the LIMIT of config.h
  *   asm    asm_value(), from fast.S
  *   util   util_value(1), from util.c
- *   file   where_file(1): a file name from __FILE__ */
+ *   file   where_file(1): a file name from __FILE__
+ *   scaled scaled(1), which has scale() inlined */
 #include <stdio.h>
 #include <string.h>
 
@@ -40,6 +41,20 @@ __attribute__((noipa)) const char *where_file(int x)
 	return x ? __FILE__ : "no file";
 }
 
+static inline int scale(int x)
+{
+	int r = 0;
+
+	for (int i = 0; i < x; i++)
+		r += 4;
+	return r;
+}
+
+__attribute__((noipa)) int scaled(int x)
+{
+	return scale(x) + 7;
+}
+
 __attribute__((noipa)) int limit(void)
 {
 	return LIMIT;
@@ -63,6 +78,8 @@ int main(void)
 			printf("%d\n", limit());
 		else if (strcmp(line, "util") == 0)
 			printf("%d\n", util_value(1));
+		else if (strcmp(line, "scaled") == 0)
+			printf("%d\n", scaled(1));
 		else if (strcmp(line, "file") == 0)
 			printf("%s\n", where_file(1));
 		else if (strcmp(line, "asm") == 0)
