@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # demo.sh: hot patch a running server with hotfleet, from source to revert.
 #
-# Builds bin/hotfleet, compiles examples/sample (a tiny file server with a
-# path traversal bug) and its fix, starts the server, then with hotfleet:
-# builds a patch bundle, inspects it, applies it to the running server, shows
+# Builds bin/hotfleet and examples/sample (a tiny file server with a path
+# traversal bug, built with make), starts the server, then with hotfleet:
+# builds a patch bundle from the source tree and examples/sample/fix.diff in
+# one command, inspects it, applies it to the running server, shows
 # that the same process now refuses the attack, reads the status back from
 # the process, reverts, and shows the original behaviour again.
 #
@@ -56,19 +57,17 @@ cleanup() {
 }
 trap cleanup EXIT
 cd "$work"
-ln -s "$root/examples/sample" sample
-
-step "Compile the sample server, and the fixed request.c with the same flags (in $work)"
-# One section per function and per datum lets the builder tell exactly which
-# functions the fix changed.
-cflags=(-O2 -ffunction-sections -fdata-sections)
-mkdir -p orig fixed
-run gcc "${cflags[@]}" -c sample/server.c -o server.o
-run gcc "${cflags[@]}" -c sample/request.c -o orig/request.o
-run gcc "${cflags[@]}" -c sample/fixed/request.c -o fixed/request.o
-run gcc server.o orig/request.o -o sample-server
+# The server is built the way a distribution builds it: from its source
+# tree, with make and its own flags, nothing hotfleet-specific.
+cp -a "$root/examples/sample" src
+rm -rf src/fixed
+step "Build the sample server from its source tree (in $work/src)"
+run make -s -C src clean
+run make -s -C src
+cp src/sample-server sample-server
 
 step "Start the sample server"
+: >server.log
 ./sample-server >server.log 2>&1 &
 server_pid=$!
 port=""
@@ -107,9 +106,13 @@ requests() {
 step "The running server has the bug: ../ escapes the document root"
 requests "200 OK"
 
-step "Build the patch bundle from the two objects, against the server binary"
-run hotfleet patch build --target sample-server --orig orig/request.o --patched fixed/request.o \
-	--id "$patch_id" --level 1 -o "$patch_id.hfp"
+step "Build the patch bundle from the source tree and the fix, against the server binary"
+# One command: hotfleet builds the tree before and after fix.diff with a
+# compiler wrapper, diffs the objects, proves the rebuilt original equals
+# the running binary, and links the changed functions against it.
+run cat src/fix.diff
+run hotfleet patch build --source src --fix src/fix.diff --target sample-server \
+	--id "$patch_id" --level 1 --cve CVE-0000-0001 --description "sample: refuse .. in request paths" -o "$patch_id.hfp"
 
 step "Inspect the bundle"
 run hotfleet patch inspect "$patch_id.hfp"
