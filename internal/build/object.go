@@ -99,6 +99,15 @@ func openObject(path, role string) (*object, error) {
 				f.Close()
 				return nil, fmt.Errorf("%w: %s defines function %s twice", ErrRefused, path, s.Name)
 			}
+			// A second name for the same code ("f.localalias", which gcc
+			// gives -fPIC functions for calls that bypass interposition):
+			// one function, under its global name.
+			if prev := o.secDef[sec]; prev != nil && prev.Type == elf.STT_FUNC && prev.Value == s.Value {
+				if prev.Bind != elf.STB_LOCAL || s.Bind == elf.STB_LOCAL && len(prev.Name) <= len(s.Name) {
+					continue
+				}
+				delete(o.funcs, prev.Name)
+			}
 			o.funcs[s.Name] = s
 			o.secDef[sec] = s
 		case elf.STT_OBJECT, elf.STT_TLS:

@@ -434,3 +434,22 @@ func TestStringLiteralsOnly(t *testing.T) {
 	}
 	applyAndCheck(t, p.run(t, ""), res, nativeResults(t, p, "s.c"), nativeResults(t, p, "s.c", "-DFIX"))
 }
+
+// TestLocalAliasInSharedLibrary patches a function of a -fPIC shared
+// library that gcc gave a second, local name (depth.localalias): one
+// site, reached both through the PLT and through the alias.
+func TestLocalAliasInSharedLibrary(t *testing.T) {
+	testenv.NeedGCC(t)
+	p := &project{dir: "alias", work: t.TempDir(), cc: "gcc", cflags: []string{"-O2", "-fPIC"}}
+	p.target = p.compile(t, "libalias.so", "-O2", "-fPIC", "-shared", "-Wl,--build-id", abs(t, "alias/l.c"))
+	exe := p.compile(t, "prog", "-O2", "-fPIE", "-pie", abs(t, "driver.c"), abs(t, "alias/entries.c"), p.target, "-Wl,-rpath,"+p.work)
+	res, err := p.build(t, p.unit(t, "l.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := changedSet(res); got != "depth" {
+		t.Errorf("changed %s; want depth once", got)
+	}
+	// depth(5) = depth(4) + depth(3) + STEP, depth(1) = 1, depth(0) = 0.
+	applyAndCheck(t, p.run(t, exe), res, map[string]string{"lib_depth": "19"}, map[string]string{"lib_depth": "26"})
+}
