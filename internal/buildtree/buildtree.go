@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 
 	"hotfleet/internal/build"
 	"hotfleet/internal/bundle"
@@ -97,6 +98,7 @@ type driver struct {
 	tree     string
 	fix      *fix
 	changed  map[string]bool // absolute paths in the tree of files the fix changes
+	compiled map[string]bool // the changed files a compile of the first build read
 	cmd1     string
 	cmd2     string
 	targets  []targetInfo
@@ -269,6 +271,9 @@ func (d *driver) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the compiler log %s: %w", log1, err)
 	}
+	if !anyCompile(invs1) {
+		return nil, fmt.Errorf("%w: the original build (%s) compiled nothing through the compiler wrapper: it calls the compiler by an absolute path or found everything up to date; make it use cc/gcc from PATH or $CC, or give --build-cmd (log: %s)", ErrBuildFailed, d.cmd1, log1)
+	}
 	if err := d.keepOriginal(invs1); err != nil {
 		return nil, err
 	}
@@ -409,6 +414,9 @@ func (d *driver) runBuild(ctx context.Context, which, command, log string) error
 		fmt.Fprintf(d.opts.Output, "hotfleet: %s build in %s: %s\n", which, d.tree, command)
 	}
 	cmd := exec.CommandContext(ctx, "sh", "-c", command)
+	// On cancel, stop the whole build (make's children too), not only sh.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.Dir = d.tree
 	cmd.Env = d.buildEnv(log)
 	cmd.Stdout, cmd.Stderr = w, w
@@ -484,6 +492,7 @@ func (d *driver) keepOriginal(invs []Invocation) error {
 // cannot miss one.
 func (d *driver) applyFix(ctx context.Context, invs []Invocation) error {
 	d.changed = map[string]bool{}
+	d.compiled = map[string]bool{}
 	for _, f := range d.fix.files {
 		p := filepath.Join(d.tree, f)
 		d.changed[p] = true
@@ -529,13 +538,16 @@ func (d *driver) applyFix(ctx context.Context, invs []Invocation) error {
 		}
 		hit := false
 		for _, s := range inv.Sources {
-			hit = hit || d.changed[inv.abs(s)]
+			if d.changed[inv.abs(s)] {
+				hit = true
+				d.compiled[inv.abs(s)] = true
+			}
 		}
-		if inv.Deps != "" && !hit {
+		if inv.Deps != "" {
 			for _, dep := range readDeps(inv.Deps, inv.Cwd) {
 				if d.changed[dep] {
 					hit = true
-					break
+					d.compiled[dep] = true
 				}
 			}
 		}
@@ -601,7 +613,17 @@ func (d *driver) changedUnits(invs []Invocation) ([]Unit, error) {
 		if len(sawLink) > 0 {
 			return nil, fmt.Errorf("%w: %s is compiled and linked in one command, so there is no object to compare; build it with -c and link the object (change --build-cmd or the build files)", ErrNotPatchable, strings.Join(sawLink, ", "))
 		}
-		return nil, fmt.Errorf("%w: the fix changes nothing compiled: after rebuilding, no object differs from the original build (changed files: %s); check that the fix touches code built for this configuration", ErrNotPatchable, strings.Join(d.fix.files, ", "))
+		var unread []string
+		for _, f := range d.fix.files {
+			if isCSource(f) && !d.compiled[filepath.Join(d.tree, f)] {
+				unread = append(unread, f)
+			}
+		}
+		why := ""
+		if len(unread) > 0 {
+			why = fmt.Sprintf("; no compile of the build read %s: check that this configuration builds it", strings.Join(unread, ", "))
+		}
+		return nil, fmt.Errorf("%w: the fix changes nothing compiled: after rebuilding, no object differs from the original build (changed files: %s)%s", ErrNotPatchable, strings.Join(d.fix.files, ", "), why)
 	}
 	return units, nil
 }
@@ -687,6 +709,15 @@ func (d *driver) mapUnits(units []Unit) ([]Module, []string, error) {
 		used = append(used, m)
 	}
 	return used, untouched, nil
+}
+
+func anyCompile(invs []Invocation) bool {
+	for _, inv := range invs {
+		if inv.Compile {
+			return true
+		}
+	}
+	return false
 }
 
 func hasSource(us []Unit, src string) bool {

@@ -299,6 +299,8 @@ func TestRefusals(t *testing.T) {
 			"changes only build files (Makefile)"},
 		{"nothing compiled", map[string]func(string) string{"README": func(string) string { return "notes\n" }}, "", nil,
 			"the fix changes nothing compiled"},
+		{"file not built", map[string]func(string) string{"app/unused.c": replace("x + 1", "x + 2")}, "", nil,
+			"no compile of the build read app/unused.c: check that this configuration builds it"},
 		{"comment only", map[string]func(string) string{"lib/foo.c": replace("/* foo.c: libfoo.", "/* foo.c: the libfoo.")}, "", nil,
 			"the fix changes nothing compiled"},
 		{"LTO", map[string]func(string) string{"lib/foo.c": replace("r += 1;", "r += 2;")}, "make CFLAGS='-O2 -flto'", nil,
@@ -306,6 +308,14 @@ func TestRefusals(t *testing.T) {
 		{"no target for a unit", map[string]func(string) string{"lib/foo.c": replace("r += 1;", "r += 2;")}, "", []string{prog},
 			"lib/foo.c changed, and it is linked into libfoo.so.1, but no --target is that module; add --target"},
 	}
+	cases = append(cases, struct {
+		name     string
+		edits    map[string]func(string) string
+		buildCmd string
+		targets  []string
+		want     string
+	}{"compiler not from PATH", map[string]func(string) string{"lib/foo.c": replace("r += 1;", "r += 2;")}, "make CC=" + testenv.NeedGCC(t), nil,
+		"compiled nothing through the compiler wrapper: it calls the compiler by an absolute path"})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			fix := makeFix(t, src, c.edits)
@@ -319,8 +329,8 @@ func TestRefusals(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("got error %v, want one saying %q", err, c.want)
 			}
-			if !errors.Is(err, buildtree.ErrNotPatchable) {
-				t.Errorf("error %v is not ErrNotPatchable", err)
+			if !errors.Is(err, buildtree.ErrNotPatchable) && !errors.Is(err, buildtree.ErrBuildFailed) {
+				t.Errorf("error %v is neither ErrNotPatchable nor ErrBuildFailed", err)
 			}
 			if treeSum(t, src) != sum {
 				t.Fatal("the refused build changed the source tree")
@@ -333,6 +343,7 @@ func TestBadInput(t *testing.T) {
 	src := project(t, "make", "src", "mk")
 	prog := filepath.Join(src, "prog")
 	good := bothFix(t, src)
+	fixedTree, appliedFix := alreadyApplied(t, src)
 	notApplying := makeFix(t, src, map[string]func(string) string{"lib/foo.c": replace("r += 1;", "r += 2;")})
 	// Make the diff's context wrong: it no longer matches the tree.
 	b, _ := os.ReadFile(notApplying)
@@ -345,6 +356,7 @@ func TestBadInput(t *testing.T) {
 		{"missing source", opts(filepath.Join(src, "nope"), good, prog), "source tree " + filepath.Join(src, "nope")},
 		{"fix does not apply", opts(src, notApplying, prog), "does not apply to " + src},
 		{"missing fix", opts(src, filepath.Join(src, "nope.diff"), prog), "nope.diff"},
+		{"fix already applied", opts(fixedTree, appliedFix, prog), "the tree seems to contain the fix already"},
 		{"target without build-id", opts(src, good, noBuildID(t)), "has no GNU build-id"},
 		{"target not ELF", opts(src, good, filepath.Join(src, "Makefile")), "target " + filepath.Join(src, "Makefile")},
 		{"no build system", buildtree.Options{Source: t.TempDir(), Fix: makeFix(t, t.TempDir(), map[string]func(string) string{"x.c": func(string) string { return "int x;\n" }}), Targets: []string{prog}, ID: "x", Level: 1},
@@ -376,6 +388,17 @@ func TestBadInput(t *testing.T) {
 			t.Fatalf("got %v, want the failing hunk of lib/foo.c named", err)
 		}
 	})
+}
+
+// alreadyApplied returns a copy of src that has the fix, and the fix.
+func alreadyApplied(t *testing.T, src string) (string, string) {
+	t.Helper()
+	fixed := filepath.Join(t.TempDir(), "src")
+	fix := makeFix(t, src, map[string]func(string) string{"lib/foo.c": replace("r += 1;", "r += 2;")})
+	if out, err := exec.Command("sh", "-c", `cp -a "$0" "$1" && patch -s -d "$1" -p1 -i "$2"`, src, fixed, fix).CombinedOutput(); err != nil {
+		t.Fatalf("make a fixed tree: %v\n%s", err, out)
+	}
+	return fixed, fix
 }
 
 func noBuildID(t *testing.T) string {

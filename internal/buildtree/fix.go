@@ -46,7 +46,11 @@ func checkFix(ctx context.Context, dir, diff string) (*fix, error) {
 			first = p + ":\n" + out
 		}
 	}
-	return nil, fmt.Errorf("fix %s does not apply to %s (tried patch -p1 and -p0; nothing was changed):\n%s\nmake the diff against this exact source tree (paths relative to it, or with one leading directory)", diff, dir, indent(strings.TrimSpace(first)))
+	hint := "make the diff against this exact source tree (paths relative to it, or with one leading directory)"
+	if strings.Contains(first, "Reversed (or previously applied) patch detected") {
+		hint = "the tree seems to contain the fix already: give the tree the shipped binaries were built from, without the fix"
+	}
+	return nil, fmt.Errorf("fix %s does not apply to %s (tried patch -p1 and -p0; nothing was changed):\n%s\n%s", diff, dir, indent(strings.TrimSpace(first)), hint)
 }
 
 // runPatch runs patch in dir; with dryRun it changes nothing.
