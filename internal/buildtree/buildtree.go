@@ -22,8 +22,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"hotfleet/internal/build"
 	"hotfleet/internal/bundle"
@@ -99,12 +101,15 @@ type driver struct {
 	fix      *fix
 	changed  map[string]bool // absolute paths in the tree of files the fix changes
 	compiled map[string]bool // the changed files a compile of the first build read
-	cmd1     string
-	cmd2     string
-	targets  []targetInfo
-	notes    []string
-	origObjs map[string]string // object in the tree -> its copy from the first build
-	links    []linked          // the first build's link commands
+	// sourceDate is SOURCE_DATE_EPOCH for both builds when the caller's
+	// environment has none.
+	sourceDate string
+	cmd1       string
+	cmd2       string
+	targets    []targetInfo
+	notes      []string
+	origObjs   map[string]string // object in the tree -> its copy from the first build
+	links      []linked          // the first build's link commands
 }
 
 // linked is one link of the first build: its output and the objects in it.
@@ -257,6 +262,7 @@ func (d *driver) makeWork() error {
 }
 
 func (d *driver) run(ctx context.Context) (*Result, error) {
+	d.sourceDate = sourceDateEpoch(ctx, d.src)
 	if err := d.copyTree(ctx); err != nil {
 		return nil, err
 	}
@@ -300,8 +306,10 @@ func (d *driver) run(ctx context.Context) (*Result, error) {
 }
 
 // copyTree copies the source tree, keeping modification times so make sees
-// the same state, and removes objects and archives a previous build left,
-// so the first build compiles everything through the wrapper.
+// the same state, and removes the objects a previous build left (ELF
+// relocatable files, and libtool's .lo notes), so the first build compiles
+// every file through the wrapper. Archives and linked files stay: the build
+// remakes them from the newer objects.
 func (d *driver) copyTree(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, "cp", "-a", d.src, d.tree)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -312,11 +320,30 @@ func (d *driver) copyTree(ctx context.Context) error {
 			return nil
 		}
 		switch filepath.Ext(p) {
-		case ".o", ".lo", ".a", ".obj":
+		case ".lo":
 			os.Remove(p)
+		case ".o", ".obj":
+			if isRelocatable(p) {
+				os.Remove(p)
+			}
 		}
 		return nil
 	})
+}
+
+// isRelocatable reports whether p is an ELF relocatable object.
+func isRelocatable(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var h [18]byte
+	if _, err := io.ReadFull(f, h[:]); err != nil {
+		return false
+	}
+	// e_type (little-endian) at offset 16: ET_REL is 1.
+	return string(h[:4]) == "\x7fELF" && h[16] == 1 && h[17] == 0
 }
 
 // linkWrappers makes WORK/bin/NAME -> hotfleet for every compiler name the
@@ -370,6 +397,11 @@ func (d *driver) buildEnv(log string) []string {
 		if p, err := exec.LookPath(cxx); err == nil {
 			env = append(env, envRealCXX+"="+p)
 		}
+	}
+	// __DATE__ and __TIME__ must not differ between the two builds; a
+	// Debian tree gets the date its package build uses.
+	if os.Getenv("SOURCE_DATE_EPOCH") == "" {
+		env = append(env, "SOURCE_DATE_EPOCH="+d.sourceDate)
 	}
 	skip := map[string]bool{"PATH": true, "CC": true, "CXX": true, envNested: true}
 	for _, kv := range os.Environ() {
@@ -709,6 +741,21 @@ func (d *driver) mapUnits(units []Unit) ([]Module, []string, error) {
 		used = append(used, m)
 	}
 	return used, untouched, nil
+}
+
+// sourceDateEpoch is the date of debian/changelog's latest entry, as
+// Debian's package builds use it, or else now.
+func sourceDateEpoch(ctx context.Context, src string) string {
+	if fileExists(filepath.Join(src, "debian", "changelog")) {
+		cmd := exec.CommandContext(ctx, "dpkg-parsechangelog", "-STimestamp")
+		cmd.Dir = src
+		if out, err := cmd.Output(); err == nil {
+			if ts := strings.TrimSpace(string(out)); ts != "" {
+				return ts
+			}
+		}
+	}
+	return strconv.FormatInt(time.Now().Unix(), 10)
 }
 
 func anyCompile(invs []Invocation) bool {

@@ -76,6 +76,7 @@ func parseInvocation(cwd, tool string, args []string) Invocation {
 	if strings.Contains(tool, "++") {
 		inv.Lang = "c++"
 	}
+	args = expandResponseFiles(cwd, args, 0)
 	var compileOnly, preprocess, depsOnly, ownDeps bool
 	var ownDepFile string
 	xlang := ""
@@ -186,6 +187,72 @@ func parseInvocation(cwd, tool string, args []string) Invocation {
 		}
 	}
 	return inv
+}
+
+// maxResponseDepth bounds nested @file arguments (gcc allows nesting).
+const maxResponseDepth = 8
+
+// expandResponseFiles replaces each @FILE argument by the arguments FILE
+// holds, for reading the command line only: the compiler still gets @FILE.
+func expandResponseFiles(cwd string, args []string, depth int) []string {
+	var out []string
+	for _, a := range args {
+		if !strings.HasPrefix(a, "@") || len(a) == 1 || depth >= maxResponseDepth {
+			out = append(out, a)
+			continue
+		}
+		p := a[1:]
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(cwd, p)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			out = append(out, a)
+			continue
+		}
+		out = append(out, expandResponseFiles(cwd, splitResponse(string(data)), depth+1)...)
+	}
+	return out
+}
+
+// splitResponse splits a response file as gcc does: whitespace separates,
+// single and double quotes group, a backslash escapes the next character.
+func splitResponse(s string) []string {
+	var out []string
+	var cur strings.Builder
+	in := false
+	quote := byte(0)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+			in = true
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			} else {
+				cur.WriteByte(c)
+			}
+		case c == '\'' || c == '"':
+			quote = c
+			in = true
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteByte(c)
+			in = true
+		}
+	}
+	if in {
+		out = append(out, cur.String())
+	}
+	return out
 }
 
 // WrapMain is the compiler wrapper: argv is os.Args of a process started as

@@ -1,6 +1,8 @@
 package buildtree
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -44,5 +46,17 @@ func TestWrapperNames(t *testing.T) {
 		if IsWrapperName(name) != want {
 			t.Errorf("IsWrapperName(%q) = %v, want %v", name, !want, want)
 		}
+	}
+}
+
+// TestResponseFile reads a compile command whose arguments are in @FILE.
+func TestResponseFile(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "args.rsp"), []byte("-O2 -c \"my dir/x.c\"\n-o 'out dir/x.o' @more.rsp"), 0o644)
+	os.WriteFile(filepath.Join(dir, "more.rsp"), []byte("-flto\n"), 0o644)
+	got := parseInvocation(dir, "gcc", []string{"@args.rsp"})
+	want := Invocation{Cwd: dir, Argv: []string{"gcc", "@args.rsp"}, Lang: "c", Sources: []string{"my dir/x.c"}, Output: "out dir/x.o", Compile: true, LTO: true}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
 	}
 }
