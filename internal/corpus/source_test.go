@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -47,7 +48,11 @@ func hotfleet(t *testing.T) string {
 		}
 		hotfleetDir = dir
 		hotfleetBin = filepath.Join(dir, "hotfleet")
-		cmd := exec.Command("go", "build", "-o", hotfleetBin, "hotfleet/cmd/hotfleet")
+		goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+		if p, err := exec.LookPath("go"); err == nil {
+			goTool = p
+		}
+		cmd := exec.Command(goTool, "build", "-o", hotfleetBin, "hotfleet/cmd/hotfleet")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			hotfleetErr = fmt.Errorf("go build hotfleet/cmd/hotfleet: %v\n%s", err, out)
