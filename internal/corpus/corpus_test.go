@@ -504,3 +504,33 @@ func TestDocsListEveryCase(t *testing.T) {
 		}
 	}
 }
+
+// TestBadCaseFiles checks a broken case.json is rejected with a message
+// naming what is wrong, before anything is built.
+func TestBadCaseFiles(t *testing.T) {
+	const base = `"kind": "k", "proves": "p", "sources": ["a.c"]`
+	for _, c := range []struct{ json, want string }{
+		{`{` + base + `, "link": "pie", "before": ["x"], "after": ["y"], "reverted": ["x"], "colour": 1}`, `unknown field "colour"`},
+		{`{` + base + `, "link": "static", "before": ["x"], "after": ["y"], "reverted": ["x"]}`, `link "static"`},
+		{`{` + base + `, "link": "pie", "before": ["x"]}`, "either a refusal or before, after and reverted"},
+		{`{` + base + `, "link": "pie", "before": ["x"], "after": ["y"], "refuse": "f"}`, "a refused case has no patched output"},
+		{`{` + base + `, "link": "pie", "main": ["m.c"], "before": ["x"], "after": ["y"], "reverted": ["x"]}`, "main lists the executable's sources of a shared module"},
+		{`{` + base + `, "link": "pie", "main_link": "nopie", "before": ["x"], "after": ["y"], "reverted": ["x"]}`, `main_link "nopie"`},
+		{`{` + base + `, "link": "shared", "main": ["m.c"], "strip": true, "before": ["x"], "after": ["y"], "reverted": ["x"]}`, "strip: only executables"},
+		{`{"kind": "k", "proves": "p", "link": "pie", "sources": [], "before": ["x"], "after": ["y"], "reverted": ["x"]}`, "sources is empty"},
+		{`{"kind": "k", "link": "pie", "sources": ["a.c"], "refuse": "f"}`, "kind and proves are required"},
+		{`{` + base + `, "link": "pie", "mode": "cli", "refuse": "f"}`, `mode "cli"`},
+	} {
+		dir := filepath.Join(t.TempDir(), "99-bad")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "case.json"), []byte(c.json), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := loadSpec(dir)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "99-bad/case.json") {
+			t.Errorf("case.json %s: got error %v, want one naming 99-bad/case.json and %q", c.json, err, c.want)
+		}
+	}
+}
