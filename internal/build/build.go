@@ -152,10 +152,11 @@ func Build(ctx context.Context, opts Options) (res *Result, err error) {
 			return nil, err
 		}
 		defer fixed.close()
-		u := &unit{n: i, src: uo.Source, orig: orig, fixed: fixed, placed: map[int]uint64{}, dataMap: map[*elfx.Symbol]*elfx.Symbol{}}
-		if u.src == "" {
-			u.src = fixed.file
+		u := &unit{n: i, name: uo.Source, orig: orig, fixed: fixed, placed: map[int]uint64{}, dataMap: map[*elfx.Symbol]*elfx.Symbol{}}
+		if u.name == "" {
+			u.name = fixed.file
 		}
+		u.src = tgt.fileOf(orig)
 		b.units = append(b.units, u)
 		if err := b.indexGlobals(u); err != nil {
 			return nil, err
@@ -190,8 +191,9 @@ func Build(ctx context.Context, opts Options) (res *Result, err error) {
 // unit is one changed source file: its two objects and what the builder
 // decided about them.
 type unit struct {
-	n       int    // position in Options.Units
-	src     string // source file, for messages
+	n       int     // position in Options.Units
+	name    string  // source file, for messages
+	src     fileRef // the target's source file this unit is
 	orig    *object
 	fixed   *object
 	changed []*elfx.Symbol // in fixed
@@ -363,7 +365,7 @@ func (b *builder) checkData(u *unit) error {
 			if fs.Type == elf.STT_TLS || u.fixed.kind(int(fs.Section)) == secTLS {
 				return fmt.Errorf("%w: fixed.o adds the thread-local variable %s; a hot patch cannot add TLS to running threads; keep the state elsewhere (a shadow variable keyed by thread)", ErrRefused, fs.Name)
 			}
-			if _, err := b.tgt.lookup(fs.Name, fs.Bind == elf.STB_LOCAL, u.orig.file); err == nil {
+			if _, err := b.tgt.lookup(fs.Name, fs.Bind == elf.STB_LOCAL, u.src); err == nil {
 				continue
 			}
 			return fmt.Errorf("%w: fixed.o adds the writable variable %s, which the running processes do not have; a hot patch cannot add writable data: keep the new state in a shadow variable (allocated on first use by the new code)", ErrRefused, fs.Name)
@@ -673,7 +675,7 @@ func (b *builder) link() error {
 				// Defined by another changed file and not by the target: a
 				// new function or constant that file's fix adds.
 				if d, ok := b.fixedGlobals[s.Name]; ok && d.u != u {
-					if _, err := b.tgt.lookup(s.Name, false, ""); errors.Is(err, errNotInTarget) {
+					if _, err := b.tgt.lookup(s.Name, false, fileRef{}); errors.Is(err, errNotInTarget) {
 						switch d.u.fixed.kind(int(d.sym.Section)) {
 						case secText, secCold, secRodata, secStrings:
 							include(d.u, int(d.sym.Section))
@@ -838,7 +840,7 @@ func (b *builder) resolve(u *unit, sec int, r elfx.Reloc) (resolved, error) {
 	if s.Type == elf.STT_GNU_IFUNC && s.Defined() {
 		// The symbol's address is its resolver's; the process calls the
 		// implementation the resolver chose, through an IRELATIVE slot.
-		ts, err := b.tgt.lookup(s.Name, s.Bind == elf.STB_LOCAL, u.orig.file)
+		ts, err := b.tgt.lookup(s.Name, s.Bind == elf.STB_LOCAL, u.src)
 		if err != nil {
 			if errors.Is(err, errNotInTarget) {
 				return resolved{}, fmt.Errorf("%w: %s calls the IFUNC %s, which %s does not have; a hot patch cannot add an IFUNC (its resolver runs only at load time): call one implementation directly, or ship a restart update", ErrRefused, b.owner(u, sec), s.Name, b.tgt.name)
@@ -873,7 +875,7 @@ func (b *builder) resolve(u *unit, sec int, r elfx.Reloc) (resolved, error) {
 			}
 		}
 		isFunc := s.Type == elf.STT_FUNC || r.Type == elf.R_X86_64_PLT32
-		ts, err := b.tgt.lookup(s.Name, false, "")
+		ts, err := b.tgt.lookup(s.Name, false, fileRef{})
 		if err == nil {
 			return resolved{vaddr: ts.Value, name: s.Name, isFunc: ts.Type == elf.STT_FUNC || ts.Type == elf.STT_GNU_IFUNC, global: true}, nil
 		}
@@ -902,7 +904,7 @@ func (b *builder) resolve(u *unit, sec int, r elfx.Reloc) (resolved, error) {
 		} else if os != nil {
 			name = os.Name
 		}
-		ts, err := b.tgt.lookup(name, def.Bind == elf.STB_LOCAL, u.orig.file)
+		ts, err := b.tgt.lookup(name, def.Bind == elf.STB_LOCAL, u.src)
 		if err != nil {
 			return resolved{}, b.notFound(u, sec, def, err)
 		}
@@ -926,7 +928,7 @@ func (b *builder) resolve(u *unit, sec int, r elfx.Reloc) (resolved, error) {
 			// agree on the numbering of function-scope statics.
 			name = os.Name
 		}
-		ts, err := b.tgt.lookup(name, def.Bind == elf.STB_LOCAL, u.orig.file)
+		ts, err := b.tgt.lookup(name, def.Bind == elf.STB_LOCAL, u.src)
 		if err != nil {
 			if errors.Is(err, errNotInTarget) {
 				return resolved{}, fmt.Errorf("%w: %s uses the writable variable %s, which %s does not have; a hot patch cannot add writable data: keep the new state in a shadow variable", ErrRefused, b.owner(u, sec), def.Name, b.tgt.name)
@@ -1148,7 +1150,7 @@ func (b *builder) emit() error {
 			if err != nil {
 				return err
 			}
-			ts, err := b.tgt.lookup(os.Name, os.Bind == elf.STB_LOCAL, u.orig.file)
+			ts, err := b.tgt.lookup(os.Name, os.Bind == elf.STB_LOCAL, u.src)
 			if errors.Is(err, errNotInTarget) {
 				// Nothing in the process runs the old copy: ship the new
 				// one for the replaced callers, provided they all are.

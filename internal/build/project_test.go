@@ -82,7 +82,7 @@ func (p *project) object(t *testing.T, file, out string, flags []string, extra .
 // unit is file compiled as shipped and with -DFIX (plus extra flags).
 func (p *project) unit(t *testing.T, file string, extra ...string) Unit {
 	t.Helper()
-	base := strings.TrimSuffix(file, filepath.Ext(file))
+	base := strings.ReplaceAll(strings.TrimSuffix(file, filepath.Ext(file)), "/", "_")
 	return Unit{
 		Orig:    p.object(t, file, base+".orig.o", nil),
 		Patched: p.object(t, file, base+".fixed.o", nil, append([]string{"-DFIX"}, extra...)...),
@@ -452,4 +452,29 @@ func TestLocalAliasInSharedLibrary(t *testing.T) {
 	}
 	// depth(5) = depth(4) + depth(3) + STEP, depth(1) = 1, depth(0) = 0.
 	applyAndCheck(t, p.run(t, exe), res, map[string]string{"lib_depth": "19"}, map[string]string{"lib_depth": "26"})
+}
+
+// TestSameFileNameInTwoDirectories patches a static function of one of two
+// files named util.c: the target's STT_FILE symbols say only "util.c", so
+// the file is picked by the statics it defines.
+func TestSameFileNameInTwoDirectories(t *testing.T) {
+	p := newProject(t, "samename", []string{"-O2", "-fPIE", "-pie"}, "d1/util.c", "d2/util.c", "entries.c")
+	res, err := p.build(t, p.unit(t, "d2/util.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Changed) != 1 || res.Changed[0].Name != "scale" {
+		t.Fatalf("changed %s; want scale", changedSet(res))
+	}
+	// The site must be d2's scale: the second "util.c" in the table.
+	var sites []uint64
+	for _, s := range targetSymbols(t, p.target) {
+		if s.Name == "scale" {
+			sites = append(sites, s.Value)
+		}
+	}
+	if len(sites) != 2 || res.Changed[0].Site != sites[1] {
+		t.Fatalf("patched scale at %#x; the target's two are at %#x (d1, d2)", res.Changed[0].Site, sites)
+	}
+	applyAndCheck(t, p.run(t, ""), res, map[string]string{"one": "135", "two": "225"}, map[string]string{"one": "135", "two": "315"})
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"hotfleet/internal/elfx"
 )
@@ -217,7 +218,8 @@ func isDataOrFunc(s elfx.Symbol) bool {
 // name in different files never get confused; a function-scope static
 // ("count.1") whose number changed is matched by its base name when that is
 // unique in the file.
-func (t *target) lookup(name string, local bool, file string) (elfx.Symbol, error) {
+func (t *target) lookup(name string, local bool, src fileRef) (elfx.Symbol, error) {
+	file := src.name
 	if !local {
 		for _, s := range t.syms {
 			if s.Bind != elf.STB_LOCAL && isDataOrFunc(s) && s.BaseName() == name {
@@ -276,7 +278,7 @@ func (t *target) lookup(name string, local bool, file string) (elfx.Symbol, erro
 	inFile := func(c []elfx.Symbol) []elfx.Symbol {
 		var out []elfx.Symbol
 		for _, s := range c {
-			if file == "" || s.File == "" || sameFile(s.File, file) {
+			if file == "" || s.File == "" || sameFile(s.File, file) && (src.group == 0 || s.FileIndex == src.group) {
 				out = append(out, s)
 			}
 		}
@@ -295,7 +297,53 @@ func (t *target) lookup(name string, local bool, file string) (elfx.Symbol, erro
 	case 1:
 		return c[0], nil
 	}
-	return elfx.Symbol{}, fmt.Errorf("%w: %d static symbols named %s in source file %s of %s, and the builder cannot tell which one orig.o means; rename one of them", ErrRefused, len(c), name, file, t.path)
+	return elfx.Symbol{}, fmt.Errorf("%w: %d static symbols named %s in source files named %s of %s, and the builder cannot tell which one the object means (several files of that name define the same static names); rename one of them", ErrRefused, len(c), name, file, t.path)
+}
+
+// fileRef names a source file of the target: its name, and when several
+// files have that name, which one (the STT_FILE symbol's index).
+type fileRef struct {
+	name  string
+	group int
+}
+
+// fileOf finds which of the target's source files o was compiled from.
+// Files are matched by name; when several have o's name, by the local
+// functions and variables they define: the one defining all of o's.
+func (t *target) fileOf(o *object) fileRef {
+	ref := fileRef{name: o.file}
+	names := map[int]map[string]bool{}
+	for _, s := range t.syms {
+		if s.Bind == elf.STB_LOCAL && s.FileIndex != 0 && sameFile(s.File, o.file) && isDataOrFunc(s) {
+			if names[s.FileIndex] == nil {
+				names[s.FileIndex] = map[string]bool{}
+			}
+			names[s.FileIndex][s.Name] = true
+		}
+	}
+	if len(names) < 2 {
+		return ref
+	}
+	var mine []string
+	for _, s := range o.syms {
+		if s.Bind == elf.STB_LOCAL && s.Defined() && s.Section < elf.SHN_LORESERVE && (s.Type == elf.STT_FUNC || s.Type == elf.STT_OBJECT) && !strings.HasPrefix(s.Name, ".") {
+			mine = append(mine, s.Name)
+		}
+	}
+	var fits []int
+	for g, have := range names {
+		all := len(mine) > 0
+		for _, n := range mine {
+			all = all && have[n]
+		}
+		if all {
+			fits = append(fits, g)
+		}
+	}
+	if len(fits) == 1 {
+		ref.group = fits[0]
+	}
+	return ref
 }
 
 // oldBytes reads a function's bytes from the target file and hashes them, as

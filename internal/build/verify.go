@@ -128,7 +128,7 @@ func (b *builder) expected(u *unit, r elfx.Reloc) (addrs []uint64, name string, 
 	}
 	if s.Type == elf.STT_GNU_IFUNC && s.Defined() {
 		// Calls reach the PLT entry of the slot the resolver fills.
-		ts, err := b.tgt.lookup(s.Name, s.Bind == elf.STB_LOCAL, u.orig.file)
+		ts, err := b.tgt.lookup(s.Name, s.Bind == elf.STB_LOCAL, u.src)
 		if err != nil {
 			return nil, s.Name, false, nil
 		}
@@ -140,7 +140,7 @@ func (b *builder) expected(u *unit, r elfx.Reloc) (addrs []uint64, name string, 
 		return addrs, s.Name, true, nil
 	}
 	if !s.Defined() {
-		ts, err := b.tgt.lookup(s.Name, false, "")
+		ts, err := b.tgt.lookup(s.Name, false, fileRef{})
 		if err == nil {
 			addrs = append(addrs, ts.Value)
 		} else if !errors.Is(err, errNotInTarget) {
@@ -162,7 +162,7 @@ func (b *builder) expected(u *unit, r elfx.Reloc) (addrs []uint64, name string, 
 		if def == nil || def.Type == elf.STT_SECTION || def.Name == "" {
 			return nil, u.orig.secName(sec), false, nil
 		}
-		ts, err := b.tgt.lookup(def.Name, def.Bind == elf.STB_LOCAL, u.orig.file)
+		ts, err := b.tgt.lookup(def.Name, def.Bind == elf.STB_LOCAL, u.src)
 		if err != nil {
 			return nil, def.Name, false, nil
 		}
@@ -290,7 +290,7 @@ func (b *builder) checkSlot(u *unit, r elfx.Reloc, off, slot uint64) (*mismatch,
 		return nil, nil
 	}
 	if s.Type == elf.STT_GNU_IFUNC {
-		if ts, err := b.tgt.lookup(s.Name, s.Bind == elf.STB_LOCAL, u.orig.file); err == nil && b.tgt.irelative[ts.Value] == slot {
+		if ts, err := b.tgt.lookup(s.Name, s.Bind == elf.STB_LOCAL, u.src); err == nil && b.tgt.irelative[ts.Value] == slot {
 			return nil, nil
 		}
 	}

@@ -53,6 +53,10 @@ type Symbol struct {
 	// File is the name of the STT_FILE symbol that precedes a local symbol in
 	// .symtab (the source file that defined it); empty for globals.
 	File string
+	// FileIndex is the table index of that STT_FILE symbol: it tells apart
+	// two source files of the same name (src/a/util.c and src/b/util.c are
+	// both "util.c"). 0 for globals.
+	FileIndex int
 }
 
 // BaseName is the symbol name without a "@VERSION" or "@@VERSION" suffix.
@@ -285,16 +289,16 @@ func (f *File) symbols(typ elf.SectionType) (out []Symbol, err error) {
 	}
 	out = make([]Symbol, 0, len(syms)+1)
 	out = append(out, Symbol{})
-	file := ""
+	file, fileIdx := "", 0
 	for i, s := range syms {
 		st := elf.ST_TYPE(s.Info)
 		sb := elf.ST_BIND(s.Info)
 		sym := Symbol{Index: i + 1, Name: s.Name, Value: s.Value, Size: s.Size, Type: st, Bind: sb, Section: s.Section}
 		if st == elf.STT_FILE {
-			file = s.Name
+			file, fileIdx = s.Name, i+1
 		}
 		if sb == elf.STB_LOCAL {
-			sym.File = file
+			sym.File, sym.FileIndex = file, fileIdx
 		}
 		out = append(out, sym)
 	}
