@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -144,5 +145,51 @@ func TestPatchBuildFromSourceUsage(t *testing.T) {
 		if err == nil || !errors.Is(err, errUsage) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("patch build %q: got %v, want a usage error saying %q", c.args, err, c.want)
 		}
+	}
+}
+
+// TestHotfleetBinaryIsTheWrapper builds the real hotfleet binary: run as
+// itself it builds from source, and under a compiler's name (a link called
+// cc) it is a compiler that passes through when no build is logging.
+func TestHotfleetBinaryIsTheWrapper(t *testing.T) {
+	testenv.NeedGCC(t)
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "hotfleet")
+	build := exec.Command(goTool, "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	cc := filepath.Join(dir, "cc")
+	if err := os.Symlink(bin, cc); err != nil {
+		t.Fatal(err)
+	}
+	c := filepath.Join(dir, "x.c")
+	os.WriteFile(c, []byte("int main(void) { return 7; }\n"), 0o644)
+	run := exec.Command(cc, "-o", filepath.Join(dir, "x"), c)
+	run.Env = append(os.Environ(), "HOTFLEET_WRAP_LOG=")
+	if out, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("hotfleet as cc: %v\n%s", err, out)
+	}
+	if err := exec.Command(filepath.Join(dir, "x")).Run(); err == nil || err.(*exec.ExitError).ExitCode() != 7 {
+		t.Fatalf("the program compiled through hotfleet as cc exits %v, want status 7", err)
+	}
+
+	src := sourceProject(t)
+	fix := sourceFix(t, src)
+	out := filepath.Join(dir, "fix.hfp")
+	cmd := exec.Command(bin, "patch", "build", "--source", src, "--fix", fix, "--target", filepath.Join(src, "prog"),
+		"--target", filepath.Join(src, "libfoo.so.1"), "-o", out)
+	stdout, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("hotfleet patch build --source: %v\n%s", err, stdout)
+	}
+	if !strings.Contains(string(stdout), "patch fix level 1: 2 module(s)") || !strings.Contains(string(stdout), "wrote "+out) {
+		t.Fatalf("hotfleet patch build --source printed:\n%s", stdout)
 	}
 }
