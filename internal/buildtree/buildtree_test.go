@@ -301,6 +301,13 @@ func TestRefusals(t *testing.T) {
 			"the fix changes nothing compiled"},
 		{"file not built", map[string]func(string) string{"app/unused.c": replace("x + 1", "x + 2")}, "", nil,
 			"no compile of the build read app/unused.c: check that this configuration builds it"},
+		{"new source file", map[string]func(string) string{
+			"app/extra.c": func(string) string { return "int extra(void) { return 1; }\n" },
+			"Makefile": func(s string) string {
+				s = replace("app/util.o: app/util.c", "app/extra.o: app/extra.c\n\t$(CC) $(CFLAGS) -c app/extra.c -o app/extra.o\n\napp/util.o: app/util.c")(s)
+				return replace("prog: app/main.o app/fast.o", "prog: app/main.o app/extra.o app/fast.o")(replace("-o $@ app/main.o app/fast.o", "-o $@ app/main.o app/extra.o app/fast.o")(s))
+			}}, "", nil,
+			"the fix adds the source file app/extra.c (object app/extra.o): a hot patch cannot add a compilation unit"},
 		{"comment only", map[string]func(string) string{"lib/foo.c": replace("/* foo.c: libfoo.", "/* foo.c: the libfoo.")}, "", nil,
 			"the fix changes nothing compiled"},
 		{"LTO", map[string]func(string) string{"lib/foo.c": replace("r += 1;", "r += 2;")}, "make CFLAGS='-O2 -flto'", nil,
@@ -571,4 +578,21 @@ func TestInlinedCallee(t *testing.T) {
 		t.Errorf("the summary does not name the inlined callee:\n%s", text.String())
 	}
 	applyAndCheck(t, prog, res, map[string]string{"scaled": "11"}, map[string]string{"scaled": "12"})
+}
+
+// TestCXXProject builds a C++ program through the c++ wrapper: a changed
+// member function of a class template is patched by its mangled name.
+func TestCXXProject(t *testing.T) {
+	testenv.NeedRoot(t)
+	src := project(t, "make", "cxx")
+	fix := makeFix(t, src, map[string]func(string) string{"main.cc": replace("t += cents;", "t += cents + 1;")})
+	prog := filepath.Join(src, "prog")
+	res, err := buildtree.Build(context.Background(), opts(src, fix, prog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := changedNames(res.Modules[0]); len(got) != 1 || got[0] != "_ZNK4shop5PriceIlE5totalEi" {
+		t.Fatalf("changed functions %v, want [_ZNK4shop5PriceIlE5totalEi] (shop::Price<long>::total)", got)
+	}
+	applyAndCheck(t, prog, res, map[string]string{"price": "500"}, map[string]string{"price": "502"})
 }
