@@ -193,3 +193,20 @@ func TestHotfleetBinaryIsTheWrapper(t *testing.T) {
 		t.Fatalf("hotfleet patch build --source printed:\n%s", stdout)
 	}
 }
+
+// TestPatchBuildObjectForm keeps the form with two objects working next to
+// the source form.
+func TestPatchBuildObjectForm(t *testing.T) {
+	testenv.NeedGCC(t)
+	bin := testenv.CC(t, "target", "-O0", "-pthread", targetSrc)
+	orig := testenv.CC(t, "orig.o", "-O0", "-ffunction-sections", "-fdata-sections", "-c", targetSrc)
+	fixed := testenv.CC(t, "fixed.o", "-O0", "-ffunction-sections", "-fdata-sections", "-DVARIANT=2", "-c", targetSrc)
+	out := filepath.Join(t.TempDir(), "answer.hfp")
+	stdout, err := hotfleetRun(t, "patch", "build", "--target", bin, "--orig", orig, "--patched", fixed, "-o", out)
+	if err != nil {
+		t.Fatalf("patch build --orig --patched: %v\n%s", err, stdout)
+	}
+	if !strings.Contains(stdout, "changed functions (1):\n  answer at") || !strings.Contains(stdout, "wrote "+out) {
+		t.Fatalf("patch build --orig --patched printed:\n%s", stdout)
+	}
+}
