@@ -176,6 +176,11 @@ func attach(ctx context.Context, pid int, opts Options) (*session, error) {
 }
 
 func (s *session) close() {
+	if s.stackBuf != nil {
+		b := s.stackBuf[:0]
+		stackBufs.Put(&b)
+		s.stackBuf = nil
+	}
 	if err := s.t.Close(); err != nil {
 		s.log.Warn("close tracer", "pid", s.pid, "err", err)
 	}
@@ -256,7 +261,10 @@ func Apply(ctx context.Context, pid int, b *bundle.Bundle, opts Options) (Result
 	s.opts.failpoint("prepared")
 	// The stop, the scan, the writes and the resume run on the tracer's
 	// thread as one sequence, so no thread hand-over lengthens the pause.
-	if err := s.t.Run(s.ctx, func() error { return s.switchOver(plans, &res) }); err != nil {
+	release := noGC()
+	err = s.t.Run(s.ctx, func() error { return s.switchOver(plans, &res) })
+	release()
+	if err != nil {
 		if !s.wroteSites && !errors.Is(err, proc.ErrExited) {
 			s.discard(plans)
 		}

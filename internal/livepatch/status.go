@@ -64,6 +64,7 @@ func Revert(ctx context.Context, pid int, id string, opts Options) (Result, erro
 		var pause time.Duration
 		var resumeErr error
 		// As in Apply: stop, scan, restore and resume on the tracer's thread.
+		release := noGC()
 		err := s.t.Run(s.ctx, func() error {
 			var err error
 			if n, used, err = s.restoreWatch(r, true); err != nil {
@@ -72,6 +73,7 @@ func Revert(ctx context.Context, pid int, id string, opts Options) (Result, erro
 			pause, resumeErr = s.t.Resume()
 			return nil
 		})
+		release()
 		if err != nil {
 			return res, wrap(err)
 		}

@@ -100,7 +100,7 @@ func (s *session) scan(maps []proc.Mapping, fresh bool, threads []proc.Thread, b
 		total += end - start
 	}
 	if uint64(cap(s.stackBuf)) < total {
-		s.stackBuf = make([]byte, total)
+		s.stackBuf = stackBuffer(total)
 	}
 	buf := s.stackBuf[:total]
 	for i, th := range threads {
