@@ -297,7 +297,7 @@ func wrapperFlags(inv *Invocation) (extra []string, copyDeps string) {
 			}
 		}
 	}
-	if tree, src := os.Getenv(envTree), os.Getenv(envSource); tree != "" && src != "" && len(inv.Sources) > 0 {
+	if tree, src := os.Getenv(envTree), os.Getenv(envSource); tree != "" && src != "" && len(inv.Sources) > 0 && !mapsTree(inv.Argv, tree) {
 		extra = append(extra, "-ffile-prefix-map="+tree+"="+src)
 	}
 	if !inv.Compile {
@@ -319,6 +319,26 @@ func wrapperFlags(inv *Invocation) (extra []string, copyDeps string) {
 	}
 	inv.Deps = f.Name()
 	return append(extra, "-MD", "-MF", f.Name()), ""
+}
+
+// mapsTree reports whether the build maps the tree's paths itself (Debian's
+// dpkg-buildflags gives -ffile-prefix-map=$PWD=.): it did the same in the
+// shipped build, from that build's directory, so its mapping is kept and
+// the wrapper adds none, which would take precedence.
+func mapsTree(argv []string, tree string) bool {
+	for _, a := range argv {
+		for _, opt := range []string{"-ffile-prefix-map=", "-fmacro-prefix-map=", "-fdebug-prefix-map="} {
+			if !strings.HasPrefix(a, opt) {
+				continue
+			}
+			old, _, _ := strings.Cut(strings.TrimPrefix(a, opt), "=")
+			old = filepath.Clean(old)
+			if old == tree || strings.HasPrefix(tree, old+"/") || strings.HasPrefix(old, tree+"/") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // logInvocation appends one JSON line with a single write, so lines of

@@ -60,3 +60,36 @@ func TestResponseFile(t *testing.T) {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
 }
+
+// TestWrapperFlags checks the flags the wrapper adds to a compile.
+func TestWrapperFlags(t *testing.T) {
+	t.Setenv(envTree, "/w/tree")
+	t.Setenv(envSource, "/home/me/src")
+	t.Setenv(envDeps, t.TempDir())
+	cases := []struct {
+		argv string
+		want []string // the added flags, with the dependency file as DEPS
+	}{
+		{"cc -O2 -c a.c", []string{"-ffunction-sections", "-fdata-sections", "-ffile-prefix-map=/w/tree=/home/me/src", "-MD", "-MF", "DEPS"}},
+		{"cc -O2 -ffunction-sections -c a.c", []string{"-fdata-sections", "-ffile-prefix-map=/w/tree=/home/me/src", "-MD", "-MF", "DEPS"}},
+		// Debian's flags map the build directory themselves.
+		{"cc -O2 -ffile-prefix-map=/w/tree=. -c a.c", []string{"-ffunction-sections", "-fdata-sections", "-MD", "-MF", "DEPS"}},
+		// The build's own dependency file is copied afterwards, not replaced.
+		{"cc -MMD -MF x.d -c a.c", []string{"-ffunction-sections", "-fdata-sections", "-ffile-prefix-map=/w/tree=/home/me/src"}},
+		{"cc -o prog a.o", nil},
+		{"cc -E a.c", nil},
+	}
+	for _, c := range cases {
+		argv := strings.Fields(c.argv)
+		inv := parseInvocation("/w/tree", argv[0], argv[1:])
+		got, _ := wrapperFlags(&inv)
+		for i, f := range got {
+			if f == inv.Deps && inv.Deps != "" {
+				got[i] = "DEPS"
+			}
+		}
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: adds %q, want %q", c.argv, got, c.want)
+		}
+	}
+}
