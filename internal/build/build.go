@@ -371,14 +371,14 @@ func (b *builder) checkData(u *unit) error {
 			return fmt.Errorf("%w: fixed.o adds the writable variable %s, which the running processes do not have; a hot patch cannot add writable data: keep the new state in a shadow variable (allocated on first use by the new code)", ErrRefused, fs.Name)
 		}
 		if os.Size != fs.Size {
-			return fmt.Errorf("%w: variable %s changes size from %d to %d bytes; running processes keep the old layout; keep the old variable and put new fields in a shadow variable", ErrRefused, describeVar(u.fixed, fs), os.Size, fs.Size)
+			return fmt.Errorf("%w: %s changes size from %d to %d bytes; running processes keep the old layout; keep the old variable and put new fields in a shadow variable", ErrRefused, describeVar(u.fixed, fs), os.Size, fs.Size)
 		}
 		same, err := b.sameObject(u, os, fs)
 		if err != nil {
 			return err
 		}
 		if !same {
-			return fmt.Errorf("%w: the initial value of %s changed; running processes already hold (and may have modified) its current value, so a hot patch cannot change it: set the new value from the new code, or ship the change as a restart update", ErrRefused, describeVar(u.fixed, fs))
+			return fmt.Errorf("%w: the initial value of %s changed; running processes already hold (and may have modified) its current value, so a hot patch cannot change it: set the new value from the new code, or ship the change as a restart update", ErrRefused, strings.TrimPrefix(describeVar(u.fixed, fs), "variable "))
 		}
 	}
 	return nil
@@ -389,7 +389,7 @@ func (b *builder) checkData(u *unit) error {
 func describeVar(o *object, v *elfx.Symbol) string {
 	base := staticLocalBase(v.Name)
 	if v.Bind != elf.STB_LOCAL || base == v.Name {
-		return v.Name
+		return "variable " + v.Name
 	}
 	var users []string
 	for f := range o.referrers(v) {

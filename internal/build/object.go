@@ -176,6 +176,13 @@ func (o *object) kind(i int) secKind {
 			return secCold
 		}
 		return secText
+	case s.Flags&elf.SHF_WRITE != 0 && (s.Name == ".data.rel.ro" || strings.HasPrefix(s.Name, ".data.rel.ro.")):
+		// Constant data holding addresses (tables of strings, functions,
+		// labels): written only by the dynamic loader, then read-only. It
+		// travels with the new code like .rodata, its addresses becoming
+		// fixups, so a table pointing into a changed function points into
+		// the new code.
+		return secRodata
 	case s.Flags&elf.SHF_WRITE != 0:
 		return secWritable
 	case s.Flags&(elf.SHF_MERGE|elf.SHF_STRINGS) == elf.SHF_MERGE|elf.SHF_STRINGS:

@@ -478,3 +478,30 @@ func TestSameFileNameInTwoDirectories(t *testing.T) {
 	}
 	applyAndCheck(t, p.run(t, ""), res, map[string]string{"one": "135", "two": "225"}, map[string]string{"one": "135", "two": "315"})
 }
+
+// TestConstantTablesWithAddresses patches functions using constant tables
+// of addresses (.data.rel.ro): a string table the fix extends, and a
+// computed-goto table whose labels must point into the new code even
+// though its bytes did not change.
+func TestConstantTablesWithAddresses(t *testing.T) {
+	for _, cfg := range []struct {
+		name   string
+		cflags []string
+	}{
+		{"pie", []string{"-O2", "-fPIE", "-pie"}},
+		{"nopie", []string{"-O2", "-fno-pie", "-no-pie"}},
+	} {
+		t.Run(cfg.name, func(t *testing.T) {
+			p := newProject(t, "relro", cfg.cflags, "r.c")
+			res, err := p.build(t, p.unit(t, "r.c"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := changedSet(res); got != "level_name,run" {
+				t.Errorf("changed %s; want level_name and run", got)
+			}
+			// level 3: "?" before the fix, "error" after; interp: ((1+3)*2+3)-1 = 10 -> ((1+4)*2+4)-1 = 13.
+			applyAndCheck(t, p.run(t, ""), res, map[string]string{"level": "63", "interp": "10"}, map[string]string{"level": "101", "interp": "13"})
+		})
+	}
+}

@@ -1,0 +1,50 @@
+/* Constant tables holding addresses live in .data.rel.ro in PIE and -fPIC
+ * code: a table of strings the fix extends, and a computed-goto dispatch
+ * table whose labels point into the changed function itself. */
+__attribute__((noipa)) static const char *level_name(int l)
+{
+#ifdef FIX
+	static const char *const names[] = {"debug", "info", "warn", "error"};
+#else
+	static const char *const names[] = {"debug", "info", "warn"};
+#endif
+	if (l < 0 || l >= (int)(sizeof names / sizeof names[0]))
+		return "?";
+	return names[l];
+}
+
+static volatile int lvl = 3;
+
+long level(void) { return level_name(lvl)[0]; }
+
+__attribute__((noipa)) long run(const unsigned char *code)
+{
+	static const void *const ops[] = {&&add, &&mul, &&sub, &&end};
+	long acc = 1;
+	goto *ops[*code++];
+add:
+#ifdef FIX
+	acc += 4;
+#else
+	acc += 3;
+#endif
+	goto *ops[*code++];
+mul:
+	acc *= 2;
+	goto *ops[*code++];
+sub:
+	acc -= 1;
+	goto *ops[*code++];
+end:
+	return acc;
+}
+
+static const unsigned char prog[] = {0, 1, 0, 2, 3};
+
+long interp(void) { return run(prog); }
+
+struct entry {
+	const char *name;
+	long (*fn)(void);
+};
+const struct entry entries[] = {{"level", level}, {"interp", interp}, {0, 0}};
