@@ -154,6 +154,12 @@ func (d *driver) validate(ctx context.Context) error {
 	if o.Source == "" || o.Fix == "" || len(o.Targets) == 0 {
 		return fmt.Errorf("%w: a build from source needs the source tree, the fix and at least one target", ErrBadInput)
 	}
+	// The bundle's own fields are checked now, not after two builds. A
+	// bundle without modules fails only for lacking them.
+	meta := bundle.Bundle{ID: o.ID, Level: o.Level, CVEs: o.CVEs, Description: o.Description}
+	if err := meta.Validate(); err != nil && !strings.HasSuffix(err.Error(), ": no modules") {
+		return fmt.Errorf("%w: %v", ErrBadInput, err)
+	}
 	src, err := filepath.Abs(o.Source)
 	if err != nil {
 		return fmt.Errorf("%w: source %s: %v", ErrBadInput, o.Source, err)

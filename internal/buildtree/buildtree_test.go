@@ -365,6 +365,8 @@ func TestBadInput(t *testing.T) {
 		{"missing fix", opts(src, filepath.Join(src, "nope.diff"), prog), "nope.diff"},
 		{"fix already applied", opts(fixedTree, appliedFix, prog), "the tree seems to contain the fix already"},
 		{"target without build-id", opts(src, good, noBuildID(t)), "has no GNU build-id"},
+		{"bad CVE id", func() buildtree.Options { o := opts(src, good, prog); o.CVEs = []string{"CVE-12"}; return o }(), `"CVE-12" is not a CVE id`},
+		{"bad patch id", func() buildtree.Options { o := opts(src, good, prog); o.ID = "fix one"; return o }(), `patch id "fix one" must be`},
 		{"target not ELF", opts(src, good, filepath.Join(src, "Makefile")), "target " + filepath.Join(src, "Makefile")},
 		{"no build system", buildtree.Options{Source: t.TempDir(), Fix: makeFix(t, t.TempDir(), map[string]func(string) string{"x.c": func(string) string { return "int x;\n" }}), Targets: []string{prog}, ID: "x", Level: 1},
 			"give the command that builds it with --build-cmd"},
