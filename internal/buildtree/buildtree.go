@@ -239,6 +239,10 @@ func buildCommands(src, given string) (first, second string, err error) {
 	}
 	has := func(n string) bool { return fileExists(filepath.Join(src, n)) }
 	switch {
+	case has("CMakeLists.txt") && has("CMakeCache.txt"):
+		// Configured in place: its Makefiles name DIR by absolute path and
+		// would build there. The copy drops the cache and configures anew.
+		return "cmake -S . -B _hfbuild && cmake --build _hfbuild", "cmake --build _hfbuild", nil
 	case has("Makefile") || has("GNUmakefile") || has("makefile"):
 		return "make", "make", nil
 	case has("configure"):
@@ -320,6 +324,10 @@ func (d *driver) copyTree(ctx context.Context) error {
 	cmd := exec.CommandContext(ctx, "cp", "-a", d.src, d.tree)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("copy %s to %s: %v\n%s", d.src, d.tree, err, out)
+	}
+	if fileExists(filepath.Join(d.tree, "CMakeCache.txt")) && fileExists(filepath.Join(d.tree, "CMakeLists.txt")) {
+		os.Remove(filepath.Join(d.tree, "CMakeCache.txt"))
+		os.RemoveAll(filepath.Join(d.tree, "CMakeFiles"))
 	}
 	return filepath.WalkDir(d.tree, func(p string, e os.DirEntry, err error) error {
 		if err != nil || e.IsDir() || !e.Type().IsRegular() {

@@ -427,6 +427,9 @@ func TestBuildSystems(t *testing.T) {
 	}{
 		{"cmake", "cmake", "cmake -S . -B out >/dev/null && cmake --build out >/dev/null", "out", []string{"cmake"}, ""},
 		{"meson", "meson", "meson setup out >/dev/null && ninja -C out >/dev/null", "out", []string{"meson", "ninja"}, "../app/main.c"},
+		// Configured in the source tree: its Makefiles name the tree by
+		// absolute path, so the copy must be configured anew.
+		{"cmake in place", "cmake", "cmake . >/dev/null && make >/dev/null", ".", []string{"cmake"}, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -442,9 +445,13 @@ func TestBuildSystems(t *testing.T) {
 			src := project(t, c.userBuild, "src", c.dir)
 			fix := bothFix(t, src)
 			prog, lib := filepath.Join(src, c.out, "prog"), filepath.Join(src, c.out, "libfoo.so.1")
+			sum := treeSum(t, src)
 			res, err := buildtree.Build(context.Background(), opts(src, fix, prog, lib))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if treeSum(t, src) != sum {
+				t.Fatal("the build changed the source tree")
 			}
 			checkBoth(t, res)
 			file := c.file
