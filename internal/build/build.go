@@ -152,7 +152,7 @@ func Build(ctx context.Context, opts Options) (res *Result, err error) {
 			return nil, err
 		}
 		defer fixed.close()
-		u := &unit{n: i, name: uo.Source, orig: orig, fixed: fixed, placed: map[int]uint64{}, dataMap: map[*elfx.Symbol]*elfx.Symbol{}}
+		u := &unit{n: i, name: uo.Source, orig: orig, fixed: fixed, placed: map[int]uint64{}, bound: map[int]elfx.Symbol{}, dataMap: map[*elfx.Symbol]*elfx.Symbol{}}
 		if u.name == "" {
 			u.name = fixed.file
 		}
@@ -199,6 +199,7 @@ type unit struct {
 	changed []*elfx.Symbol // in fixed
 	newFns  []*elfx.Symbol
 	placed  map[int]uint64                // fixed section index -> offset in code
+	bound   map[int]elfx.Symbol           // fixed constant section -> the target's copy
 	dataMap map[*elfx.Symbol]*elfx.Symbol // fixed variable -> orig variable
 }
 
@@ -589,6 +590,61 @@ func (b *builder) diff(u *unit) error {
 	return nil
 }
 
+// unchangedConst reports whether constant section sec of the fixed object
+// is a named constant the target already has, unchanged: then new code
+// uses the target's copy, keeping its address (code may compare it, or
+// store it where old code compares it). A constant that changed, has no
+// name, or holds addresses of changed code (a computed-goto table) is
+// copied into the bundle instead.
+func (b *builder) unchangedConst(u *unit, sec int) (elfx.Symbol, bool) {
+	fs := u.fixed.secDef[sec]
+	if fs == nil || fs.Type != elf.STT_OBJECT || fs.Value != 0 {
+		return elfx.Symbol{}, false
+	}
+	h := u.fixed.sec(sec)
+	if h == nil || h.Flags&elf.SHF_MERGE != 0 || fs.Size != h.Size {
+		return elfx.Symbol{}, false
+	}
+	var os *elfx.Symbol
+	for i := range u.orig.syms {
+		c := &u.orig.syms[i]
+		if c.Type != elf.STT_OBJECT || !c.Defined() || c.Section >= elf.SHN_LORESERVE || u.orig.kind(int(c.Section)) != secRodata || (c.Bind == elf.STB_LOCAL) != (fs.Bind == elf.STB_LOCAL) {
+			continue
+		}
+		if c.Name == fs.Name || fs.Bind == elf.STB_LOCAL && staticLocalBase(c.Name) == staticLocalBase(fs.Name) {
+			if os != nil {
+				return elfx.Symbol{}, false // two candidates: copy rather than guess
+			}
+			os = c
+		}
+	}
+	if os == nil || os.Size != fs.Size {
+		return elfx.Symbol{}, false
+	}
+	if same, err := b.sameObject(u, os, fs); err != nil || !same {
+		return elfx.Symbol{}, false
+	}
+	for _, r := range u.fixed.relocs[sec] {
+		t, err := u.fixed.symbol(r.Sym)
+		if err != nil {
+			return elfx.Symbol{}, false
+		}
+		if t.Defined() && t.Section < elf.SHN_LORESERVE {
+			switch u.fixed.kind(int(t.Section)) {
+			case secText, secCold:
+				if _, changed := u.placed[int(t.Section)]; changed || u.fixed.kind(int(t.Section)) == secCold {
+					return elfx.Symbol{}, false
+				}
+			}
+		}
+	}
+	ts, err := b.tgt.lookup(os.Name, os.Bind == elf.STB_LOCAL, u.src)
+	if err != nil || ts.Size != os.Size {
+		return elfx.Symbol{}, false
+	}
+	return ts, true
+}
+
 // checkEH refuses changed functions on an exception path. The new code
 // has no unwind tables in the running process: an exception thrown from
 // it, or reaching its landing pads, would terminate the program.
@@ -688,7 +744,13 @@ func (b *builder) link() error {
 				continue
 			}
 			switch u.fixed.kind(int(s.Section)) {
-			case secCold, secRodata, secStrings:
+			case secCold, secStrings:
+				include(u, int(s.Section))
+			case secRodata:
+				if ts, ok := b.unchangedConst(u, int(s.Section)); ok {
+					u.bound[int(s.Section)] = ts
+					continue
+				}
 				include(u, int(s.Section))
 			}
 		}
@@ -910,6 +972,11 @@ func (b *builder) resolve(u *unit, sec int, r elfx.Reloc) (resolved, error) {
 		}
 		return resolved{vaddr: ts.Value - def.Value + s.Value, name: def.Name, isFunc: true, global: def.Bind != elf.STB_LOCAL}, nil
 	case secRodata, secStrings:
+		if ts, ok := u.bound[tsec]; ok {
+			// An unchanged named constant: the target's own copy, so its
+			// address is the one the rest of the program uses.
+			return resolved{vaddr: ts.Value - u.fixed.secDef[tsec].Value + s.Value, name: ts.Name, global: ts.Bind != elf.STB_LOCAL}, nil
+		}
 		return resolved{inBundle: true, to: ref{kind: refSection, u: u, idx: tsec, add: int64(s.Value)}}, nil
 	case secWritable:
 		if def == nil || s.Type == elf.STT_SECTION && def.Value != 0 {

@@ -497,11 +497,18 @@ func TestConstantTablesWithAddresses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := changedSet(res); got != "level_name,run" {
-				t.Errorf("changed %s; want level_name and run", got)
+			if got := changedSet(res); got != "level_name,run,score" {
+				t.Errorf("changed %s; want level_name, run and score", got)
 			}
-			// level 3: "?" before the fix, "error" after; interp: ((1+3)*2+3)-1 = 10 -> ((1+4)*2+4)-1 = 13.
-			applyAndCheck(t, p.run(t, ""), res, map[string]string{"level": "63", "interp": "10"}, map[string]string{"level": "101", "interp": "13"})
+			for _, d := range res.Rodata {
+				if strings.Contains(d.Name, "weights") {
+					t.Errorf("the unchanged weights table was copied (%s); new code must use the target's", d.Name)
+				}
+			}
+			// level 3: "?" before the fix, "error" after; interp: ((1+3)*2+3)-1 = 10 -> ((1+4)*2+4)-1 = 13;
+			// score: weights[5] = 9, plus 1 when the address compares equal.
+			applyAndCheck(t, p.run(t, ""), res, map[string]string{"level": "63", "interp": "10", "score": "10"},
+				map[string]string{"level": "101", "interp": "13", "score": "91"})
 		})
 	}
 }

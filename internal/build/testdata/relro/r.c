@@ -43,8 +43,23 @@ static const unsigned char prog[] = {0, 1, 0, 2, 3};
 
 long interp(void) { return run(prog); }
 
+/* An unchanged constant the changed score() reads: new code uses the
+ * target's copy, at the address the rest of the program knows. */
+static const long weights[8] = {3, 1, 4, 1, 5, 9, 2, 6};
+const long *weights_addr(void) { return weights; }
+static volatile int pick = 5;
+
+__attribute__((noipa)) long score(void)
+{
+#ifdef FIX
+	return weights[pick] * 10 + (weights_addr() == weights);
+#else
+	return weights[pick] + (weights_addr() == weights);
+#endif
+}
+
 struct entry {
 	const char *name;
 	long (*fn)(void);
 };
-const struct entry entries[] = {{"level", level}, {"interp", interp}, {0, 0}};
+const struct entry entries[] = {{"level", level}, {"interp", interp}, {"score", score}, {0, 0}};
