@@ -202,7 +202,7 @@ func linkedObjects(inv *Invocation, byHash map[[32]byte][]string) []string {
 
 func fileExists(p string) bool {
 	st, err := os.Stat(p)
-	return err == nil && !st.IsDir()
+	return err == nil && st.Mode().IsRegular()
 }
 
 // elfInfo is what the driver needs to know about a linked file.
