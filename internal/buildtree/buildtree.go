@@ -693,6 +693,19 @@ func (d *driver) mapUnits(units []Unit) ([]Module, []string, error) {
 	for i, t := range d.targets {
 		mods[i] = Module{Target: t.path, BuildID: hex.EncodeToString(t.buildID), FileSize: t.size}
 	}
+	// Targets no link output matches by build-id, name or soname: installed
+	// under another name (/usr/bin/lua5.4 from src/lua). Only their symbols
+	// can tell which units they hold.
+	var renamed []int
+	for ti := range d.targets {
+		found := false
+		for li := range outs {
+			found = found || matches(&d.targets[ti], &outs[li])
+		}
+		if !found {
+			renamed = append(renamed, ti)
+		}
+	}
 	// First what the link commands say; then, for units no logged link
 	// used, the targets' symbols.
 	var unlogged []Unit
@@ -717,6 +730,8 @@ func (d *driver) mapUnits(units []Unit) ([]Module, []string, error) {
 			logged[u.Source] = true
 		case len(into) == 0:
 			unlogged = append(unlogged, u)
+		case d.placeBySymbols(u, mods, renamed):
+			logged[u.Source] = true
 		default:
 			where := strings.Join(into, ", ")
 			return nil, nil, fmt.Errorf("%w: %s changed, and it is linked into %s, but no --target is that module; add --target for the installed copy of %s", ErrNotPatchable, u.Source, where, where)
@@ -729,19 +744,11 @@ func (d *driver) mapUnits(units []Unit) ([]Module, []string, error) {
 			d.notes = append(d.notes, fmt.Sprintf("%s: the second object %s is in no linked module; its other compile is in the bundle", u.Source, d.rel(u.Patched)))
 			continue
 		}
-		file, funcs := unitSymbols(u.Orig)
-		placed := false
-		for ti, t := range d.targets {
-			syms := t.path
-			if !t.symtab {
-				syms = d.symbolsFor(&d.targets[ti])
-			}
-			if syms != "" && targetHasUnit(syms, file, funcs) && !hasSource(mods[ti].Units, u.Source) {
-				mods[ti].Units = append(mods[ti].Units, u)
-				placed = true
-			}
+		all := make([]int, len(d.targets))
+		for i := range all {
+			all[i] = i
 		}
-		if !placed {
+		if !d.placeBySymbols(u, mods, all) {
 			return nil, nil, fmt.Errorf("%w: %s changed (object %s), but the build log shows no link of it and no --target has its symbols; add --target for the module it is built into", ErrNotPatchable, u.Source, d.rel(u.Patched))
 		}
 	}
@@ -770,6 +777,29 @@ func sourceDateEpoch(ctx context.Context, src string) string {
 		}
 	}
 	return strconv.FormatInt(time.Now().Unix(), 10)
+}
+
+// placeBySymbols adds u to each of the targets (indices) whose symbols hold
+// its source file and functions, and reports whether it placed it.
+func (d *driver) placeBySymbols(u Unit, mods []Module, targets []int) bool {
+	if len(targets) == 0 {
+		return false
+	}
+	file, funcs := unitSymbols(u.Orig)
+	placed := false
+	for _, ti := range targets {
+		t := &d.targets[ti]
+		syms := t.path
+		if !t.symtab {
+			syms = d.symbolsFor(t)
+		}
+		if syms != "" && targetHasUnit(syms, file, funcs) && !hasSource(mods[ti].Units, u.Source) {
+			mods[ti].Units = append(mods[ti].Units, u)
+			placed = true
+			d.notes = append(d.notes, fmt.Sprintf("%s: placed in %s by its symbols (no linked file has its name or build-id)", u.Source, t.path))
+		}
+	}
+	return placed
 }
 
 func anyCompile(invs []Invocation) bool {

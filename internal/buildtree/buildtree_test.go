@@ -605,3 +605,25 @@ func TestCXXProject(t *testing.T) {
 	}
 	applyAndCheck(t, prog, res, map[string]string{"price": "500"}, map[string]string{"price": "502"})
 }
+
+// TestInstalledUnderAnotherName patches copies installed under other names
+// (as /usr/bin/lua5.4 is built as src/lua): the executable is recognised by
+// its symbols, the library by its soname.
+func TestInstalledUnderAnotherName(t *testing.T) {
+	testenv.NeedRoot(t)
+	src := project(t, "make", "src", "mk")
+	inst := t.TempDir()
+	prog, lib := filepath.Join(inst, "myprog"), filepath.Join(inst, "libfoo.so.1.0.0")
+	if out, err := exec.Command("sh", "-c", `cp "$0/prog" "$1" && cp "$0/libfoo.so.1" "$2" && ln -s libfoo.so.1.0.0 "$3/libfoo.so.1"`, src, prog, lib, inst).CombinedOutput(); err != nil {
+		t.Fatalf("install: %v\n%s", err, out)
+	}
+	res, err := buildtree.Build(context.Background(), opts(src, bothFix(t, src), prog, lib))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBoth(t, res)
+	if !strings.Contains(strings.Join(res.Notes, "\n"), "placed in "+prog+" by its symbols") {
+		t.Errorf("notes %q do not say how myprog was recognised", res.Notes)
+	}
+	applyAndCheck(t, prog, res, withFile(t, "app/main.c", bothBefore), withFile(t, "app/main.c", bothAfter))
+}
