@@ -694,6 +694,13 @@ func (b *builder) checkEH(u *unit, os, fs *elfx.Symbol) error {
 			return fmt.Errorf("%w: function %s throws an exception (it calls %s); its patched copy would have no unwind tables in the running processes, so the exception could not leave it and the program would terminate: throw from a helper the fix does not change, or ship a restart update", ErrRefused, fs.Name, s.Name)
 		}
 	}
+	if u.fixed.cxx {
+		if callee, err := u.fixed.mayThrowCall(fs); err != nil {
+			return err
+		} else if callee != "" {
+			return fmt.Errorf("%w: function %s calls %s, which may throw a C++ exception; the patched copy of %s would have no unwind tables in the running processes, so an exception passing through it would terminate the program: ship the fix as a restart update, or make the change where no exception can pass (code that calls only C functions or noexcept code the builder can see)", ErrRefused, fs.Name, callee, fs.Name)
+		}
+	}
 	return nil
 }
 

@@ -45,6 +45,9 @@ type object struct {
 	// lsda maps a code section to the section holding its exception
 	// table (landing pads), from the .eh_frame FDE that covers it.
 	lsda map[int]int
+	// cxx says the object is C++ (mangled names, exception tables or the
+	// C++ personality routine): exceptions may unwind through its code.
+	cxx bool
 }
 
 func openObject(path, role string) (*object, error) {
@@ -120,6 +123,13 @@ func openObject(path, role string) (*object, error) {
 		}
 	}
 	o.findLSDAs()
+	for _, s := range o.syms {
+		if strings.HasPrefix(s.Name, "_Z") || s.Name == "__gxx_personality_v0" || s.Name == "DW.ref.__gxx_personality_v0" {
+			o.cxx = true
+			break
+		}
+	}
+	o.cxx = o.cxx || len(o.lsda) > 0
 	return o, nil
 }
 

@@ -341,6 +341,7 @@ func TestCPlusPlus(t *testing.T) {
 	for _, c := range []struct{ define, want string }{
 		{"-DFIX_EXC", "function _Z5parsePKc: exception-handling tables changed"},
 		{"-DFIX_THROW", "function _Z13must_positivei has exception-handling code"},
+		{"-DFIX_THROUGH", "function _Z14twice_positivei calls _Z13must_positivei, which may throw a C++ exception"},
 	} {
 		t.Run(c.define, func(t *testing.T) {
 			u := p.unit(t, "p.cc")

@@ -55,6 +55,16 @@ __attribute__((noinline)) int must_positive(int x)
 #endif
 }
 
+/* No handlers of its own, but must_positive's exception passes through. */
+__attribute__((noinline)) int twice_positive(int x)
+{
+#ifdef FIX_THROUGH
+	return must_positive(x) + must_positive(x + 2);
+#else
+	return must_positive(x) + must_positive(x + 1);
+#endif
+}
+
 static volatile long arg[4] = {10, 4, 0, 7};
 static const char *volatile bad = "http";
 
@@ -67,7 +77,7 @@ static long p_template()
 	return sum_sq<long>(l, 3) * 1000 + sum_sq<int>(i, 2);
 }
 static long p_parse() { return parse(bad); }
-static long p_positive() { return must_positive(static_cast<int>(arg[3])); }
+static long p_positive() { return twice_positive(static_cast<int>(arg[3])); }
 
 struct entry {
 	const char *name;
