@@ -2,6 +2,7 @@ package buildtree
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,5 +54,40 @@ func TestReadDeps(t *testing.T) {
 	want := []string{"/w/b/src/x.c", "/usr/include/stdio.h", "/w/b/inc/my file.h", "/w/up.h"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("deps %q, want %q", got, want)
+	}
+}
+
+// TestDebugFileForStrippedTarget finds the separate debug file of a
+// stripped target by its build-id, as the -dbgsym packages install it.
+func TestDebugFileForStrippedTarget(t *testing.T) {
+	testenv.NeedGCC(t)
+	dir := t.TempDir()
+	c := filepath.Join(dir, "p.c")
+	os.WriteFile(c, []byte("int main(void) { return 0; }\n"), 0o644)
+	full := testenv.CC(t, filepath.Join(dir, "full"), "-g", c)
+	stripped := filepath.Join(dir, "stripped")
+	if out, err := exec.Command("strip", "-o", stripped, full).CombinedOutput(); err != nil {
+		t.Fatalf("strip: %v\n%s", err, out)
+	}
+	info, err := readELFInfo(stripped)
+	if err != nil || info.symtab {
+		t.Fatalf("stripped file: %v, symtab %v", err, info.symtab)
+	}
+	id := hex.EncodeToString(info.buildID)
+	saved := debugRoot
+	debugRoot = filepath.Join(dir, "debug", ".build-id")
+	defer func() { debugRoot = saved }()
+	d := &driver{work: dir}
+	tgt := &targetInfo{path: stripped, elfInfo: info}
+	if got := d.symbolsFor(tgt); got != "" {
+		t.Fatalf("symbols %s found before any debug file is installed", got)
+	}
+	dbg := filepath.Join(debugRoot, id[:2], id[2:]+".debug")
+	os.MkdirAll(filepath.Dir(dbg), 0o755)
+	if out, err := exec.Command("objcopy", "--only-keep-debug", full, dbg).CombinedOutput(); err != nil {
+		t.Fatalf("objcopy: %v\n%s", err, out)
+	}
+	if got := d.symbolsFor(tgt); got != dbg {
+		t.Fatalf("symbols from %q, want the debug file %s", got, dbg)
 	}
 }
