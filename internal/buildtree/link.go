@@ -39,7 +39,7 @@ func readLog(path string) ([]Invocation, error) {
 		if err := jsonUnmarshal(sc.Bytes(), &inv); err != nil {
 			continue // a line cut short by a killed compiler
 		}
-		out = append(out, inv)
+		out = append(out, inv.split()...)
 	}
 	return out, sc.Err()
 }

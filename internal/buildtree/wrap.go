@@ -51,6 +51,8 @@ type Invocation struct {
 	LTO     bool     `json:"lto"`
 	Asm     bool     `json:"asm"`            // some source is assembly
 	Deps    string   `json:"deps,omitempty"` // dependency file (make syntax) of the compile
+	// ToAsm is a compile to assembly text (-S), assembled by a later call.
+	ToAsm bool `json:"to_asm,omitempty"`
 }
 
 var (
@@ -90,8 +92,10 @@ func parseInvocation(cwd, tool string, args []string) Invocation {
 			return ""
 		}
 		switch {
-		case a == "-c" || a == "-S":
+		case a == "-c":
 			compileOnly = true
+		case a == "-S":
+			inv.ToAsm = true
 		case a == "-E":
 			preprocess = true
 		case a == "-M" || a == "-MM":
@@ -164,15 +168,14 @@ func parseInvocation(cwd, tool string, args []string) Invocation {
 			inv.Lang = "asm"
 		}
 	}
-	if preprocess || depsOnly {
+	if preprocess || depsOnly || inv.ToAsm {
 		return inv
 	}
 	switch {
 	case compileOnly && len(inv.Sources) > 0:
 		inv.Compile = true
 		if inv.Output == "" && len(inv.Sources) == 1 {
-			base := filepath.Base(inv.Sources[0])
-			inv.Output = strings.TrimSuffix(base, filepath.Ext(base)) + ".o"
+			inv.Output = defaultObject(inv.Sources[0])
 		}
 	case !compileOnly && (len(inv.Sources) > 0 || len(inv.Inputs) > 0 || len(inv.Libs) > 0):
 		inv.Link = true
@@ -255,6 +258,28 @@ func splitResponse(s string) []string {
 	return out
 }
 
+// defaultObject is the object gcc -c writes for src without -o: its base
+// name with .o, in the working directory.
+func defaultObject(src string) string {
+	base := filepath.Base(src)
+	return strings.TrimSuffix(base, filepath.Ext(base)) + ".o"
+}
+
+// split returns one invocation per object: "cc -c a.c b.c" writes a.o and
+// b.o. Their dependencies are unknown (one -MF cannot hold both).
+func (inv Invocation) split() []Invocation {
+	if !inv.Compile || inv.Output != "" || len(inv.Sources) < 2 {
+		return []Invocation{inv}
+	}
+	var out []Invocation
+	for _, s := range inv.Sources {
+		one := inv
+		one.Sources, one.Output, one.Deps = []string{s}, defaultObject(s), ""
+		out = append(out, one)
+	}
+	return out
+}
+
 // WrapMain is the compiler wrapper: argv is os.Args of a process started as
 // cc, gcc, c++, g++ or a variant. It logs the invocation, adds the flags the
 // patch builder needs and runs the real compiler in its place. It returns
@@ -284,7 +309,7 @@ func WrapMain(argv []string) int {
 // own dependency file to copy once the compiler finished (the build may move
 // or delete its own, and a second -MF would take its place).
 func wrapperFlags(inv *Invocation) (extra []string, copyDeps string) {
-	if !inv.Compile && !inv.Link {
+	if !inv.Compile && !inv.Link && !inv.ToAsm {
 		return nil, ""
 	}
 	if len(inv.Sources) > 0 {
@@ -304,8 +329,8 @@ func wrapperFlags(inv *Invocation) (extra []string, copyDeps string) {
 		return extra, ""
 	}
 	dir := os.Getenv(envDeps)
-	if dir == "" {
-		return extra, ""
+	if dir == "" || inv.Output == "" {
+		return extra, "" // several objects: one -MF cannot hold their dependencies
 	}
 	f, err := os.CreateTemp(dir, "dep-*.d")
 	if err != nil {

@@ -26,6 +26,8 @@ func TestParseInvocation(t *testing.T) {
 		{"cc -E x.c", Invocation{Lang: "c", Sources: []string{"x.c"}}},
 		{"cc -x c -c conftest.in -o conftest.o", Invocation{Lang: "c", Sources: []string{"conftest.in"}, Output: "conftest.o", Compile: true}},
 		{"cc --version", Invocation{Lang: "c"}},
+		{"cc -S a.c", Invocation{Lang: "c", Sources: []string{"a.c"}, ToAsm: true}},
+		{"cc -c a.c sub/b.c", Invocation{Lang: "c", Sources: []string{"a.c", "sub/b.c"}, Compile: true}},
 	}
 	for _, c := range cases {
 		argv := strings.Fields(c.argv)
@@ -77,6 +79,7 @@ func TestWrapperFlags(t *testing.T) {
 		// The build's own dependency file is copied afterwards, not replaced.
 		{"cc -MMD -MF x.d -c a.c", []string{"-ffunction-sections", "-fdata-sections", "-ffile-prefix-map=/w/tree=/home/me/src"}},
 		{"cc -o prog a.o", nil},
+		{"cc -S a.c", []string{"-ffunction-sections", "-fdata-sections", "-ffile-prefix-map=/w/tree=/home/me/src"}},
 		{"cc -E a.c", nil},
 	}
 	for _, c := range cases {
@@ -91,5 +94,13 @@ func TestWrapperFlags(t *testing.T) {
 		if !reflect.DeepEqual(got, c.want) {
 			t.Errorf("%s: adds %q, want %q", c.argv, got, c.want)
 		}
+	}
+}
+
+func TestSplitInvocation(t *testing.T) {
+	inv := parseInvocation("/w", "cc", []string{"-O2", "-c", "a.c", "sub/b.c"})
+	got := inv.split()
+	if len(got) != 2 || got[0].Output != "a.o" || got[1].Output != "b.o" || got[1].Sources[0] != "sub/b.c" || got[0].abs(got[0].Output) != "/w/a.o" {
+		t.Errorf("split %+v", got)
 	}
 }
