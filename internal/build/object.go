@@ -45,6 +45,9 @@ type object struct {
 	// lsda maps a code section to the section holding its exception
 	// table (landing pads), from the .eh_frame FDE that covers it.
 	lsda map[int]int
+	// coldSec marks code sections holding only split-off fragments
+	// (symbols named "f.cold", "f.part.0.cold").
+	coldSec map[int]bool
 	// cxx says the object is C++ (mangled names, exception tables or the
 	// C++ personality routine): exceptions may unwind through its code.
 	cxx bool
@@ -69,7 +72,7 @@ func openObject(path, role string) (*object, error) {
 			return nil, fmt.Errorf("%w: %s %s was built with -flto (it holds %s, compiler IR rather than final code); its code is only decided at link time, so it cannot be compared with the target: rebuild without LTO (-fno-lto), or ship the fix as a restart update", ErrRefused, role, path, sec.Name)
 		}
 	}
-	o := &object{path: path, f: f, funcs: map[string]*elfx.Symbol{}, secDef: map[int]*elfx.Symbol{}, data: map[int][]byte{}, byKey: map[string][]*elfx.Symbol{}}
+	o := &object{path: path, f: f, funcs: map[string]*elfx.Symbol{}, secDef: map[int]*elfx.Symbol{}, data: map[int][]byte{}, byKey: map[string][]*elfx.Symbol{}, coldSec: map[int]bool{}}
 	if o.syms, err = f.Symbols(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("read symbols of %s %s: %w", role, path, err)
@@ -77,6 +80,21 @@ func openObject(path, role string) (*object, error) {
 	if o.relocs, err = f.SectionRelocs(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("read relocations of %s %s: %w", role, path, err)
+	}
+	whole := map[int]bool{}
+	for i := range o.syms {
+		s := &o.syms[i]
+		if s.Type != elf.STT_FUNC || !s.Defined() || s.Section >= elf.SHN_LORESERVE {
+			continue
+		}
+		if isColdName(s.Name) {
+			o.coldSec[int(s.Section)] = true
+		} else {
+			whole[int(s.Section)] = true
+		}
+	}
+	for sec := range whole {
+		delete(o.coldSec, sec)
 	}
 	for i := range o.syms {
 		s := &o.syms[i]
@@ -94,7 +112,7 @@ func openObject(path, role string) (*object, error) {
 				return nil, fmt.Errorf("%w: %s %s defines %s, a function from link-time optimisation: rebuild without LTO (-fno-lto), or ship the fix as a restart update", ErrRefused, role, path, s.Name)
 			}
 			o.byKey[cloneKey(s.Name)] = append(o.byKey[cloneKey(s.Name)], s)
-			if o.kind(sec) == secCold || strings.Contains(s.Name, ".cold") {
+			if isColdName(s.Name) {
 				o.secDef[sec] = s
 				continue
 			}
@@ -182,7 +200,9 @@ func (o *object) kind(i int) secKind {
 	case s.Flags&elf.SHF_TLS != 0:
 		return secTLS
 	case s.Flags&elf.SHF_EXECINSTR != 0:
-		if strings.HasPrefix(s.Name, ".text.unlikely.") || strings.HasSuffix(s.Name, ".cold") {
+		// A fragment gcc split off a function ("f.cold"), not a whole
+		// function that happens to live in .text.unlikely.f (a cold one).
+		if o.coldSec[i] {
 			return secCold
 		}
 		return secText
@@ -268,6 +288,13 @@ func staticLocalBase(name string) string {
 		return name
 	}
 	return name[:i]
+}
+
+// isColdName reports whether a function symbol is a fragment gcc split
+// off its function: "f.cold", "f.cold.3", "f.part.0.cold".
+func isColdName(name string) bool {
+	i := strings.Index(name, ".cold")
+	return i > 0 && (len(name) == i+5 || name[i+5] == '.')
 }
 
 // cloneKey names a function's clone independently of gcc's numbering:

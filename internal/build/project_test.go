@@ -243,7 +243,7 @@ func TestClones(t *testing.T) {
 			for _, c := range res.Changed {
 				sites[c.Name] = c.Site
 			}
-			for _, want := range []string{"weigh.isra.0", "scale.constprop.0", "classify.part.0", "check"} {
+			for _, want := range []string{"weigh.isra.0", "scale.constprop.0", "classify.part.0", "check", "slow_path"} {
 				got := want
 				if renumber {
 					got = strings.NewReplacer("constprop.0", "constprop.3", "part.0", "part.2").Replace(want)

@@ -65,6 +65,15 @@ __attribute__((noinline)) int check(int x)
 	return x * K + 1;
 }
 
+/* A whole function gcc puts in .text.unlikely.slow_path: not a fragment. */
+__attribute__((cold, noinline)) int slow_path(int v)
+{
+	int s = 0;
+	for (int i = 0; i < v; i++)
+		s += i * K;
+	return s;
+}
+
 static struct cfg conf = {1, 2, 3, 4, {0}};
 static struct cfg conf2 = {5, 6, 7, 8, {0}};
 /* Read through a volatile so gcc cannot fold the calls. */
@@ -75,4 +84,4 @@ __attribute__((noinline)) int weigh_any(struct cfg *c, int x) { return weigh(c, 
 long c_scale(void) { return scale(arg[0], 7) + scale(5, 7); }
 long c_classify(void) { return classify(arg[1]) + classify(arg[2]); }
 long c_classify2(void) { return classify(arg[3]) * 2; }
-long c_check(void) { return check(5); }
+long c_check(void) { return check(5) + slow_path(arg[0]); }
