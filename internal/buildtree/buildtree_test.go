@@ -32,10 +32,7 @@ func TestMain(m *testing.M) {
 func project(t *testing.T, buildCmd string, dirs ...string) string {
 	t.Helper()
 	testenv.NeedGCC(t)
-	if _, err := exec.LookPath("make"); err != nil {
-		testenv.NeedGCC(t) // make comes with the same toolchain; treat it alike
-		t.Skip("the test needs make")
-	}
+	needTools(t, "make", "patch", "diff", "ar", "strip")
 	src := filepath.Join(t.TempDir(), "src")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		t.Fatal(err)
@@ -54,6 +51,20 @@ func project(t *testing.T, buildCmd string, dirs ...string) string {
 		}
 	}
 	return src
+}
+
+// needTools needs programs in PATH: the test is skipped without them,
+// failed in CI.
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if testenv.InCI() {
+				t.Fatalf("CI=true but %s is not installed", tool)
+			}
+			t.Skipf("the test needs %s", tool)
+		}
+	}
 }
 
 // makeFix writes a unified diff (-p1, like git's) that applies edits to
@@ -434,14 +445,7 @@ func TestBuildSystems(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			testenv.NeedRoot(t)
-			for _, tool := range c.tools {
-				if _, err := exec.LookPath(tool); err != nil {
-					if testenv.InCI() {
-						t.Fatalf("CI=true but %s is not installed", tool)
-					}
-					t.Skipf("the test needs %s", tool)
-				}
-			}
+			needTools(t, c.tools...)
 			src := project(t, c.userBuild, "src", c.dir)
 			fix := bothFix(t, src)
 			prog, lib := filepath.Join(src, c.out, "prog"), filepath.Join(src, c.out, "libfoo.so.1")
