@@ -32,6 +32,14 @@ const buildtreeTestdata = "../../internal/buildtree/testdata"
 func sourceProject(t *testing.T) string {
 	t.Helper()
 	testenv.NeedGCC(t)
+	for _, tool := range []string{"make", "patch", "diff"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if testenv.InCI() {
+				t.Fatalf("CI=true but %s is not installed", tool)
+			}
+			t.Skipf("the test needs %s", tool)
+		}
+	}
 	src := filepath.Join(t.TempDir(), "src")
 	os.MkdirAll(src, 0o755)
 	for _, d := range []string{"src", "mk"} {
