@@ -76,6 +76,11 @@ func cmdPatchBuild(ctx context.Context, args []string) error {
 	if len(targets) > 1 {
 		return fmt.Errorf("%w: several --target need --source and --fix; --orig and --patched build for one target", errUsage)
 	}
+	for flagName, set := range map[string]bool{"--build-cmd": buildCmd != "", "--work": work != "", "--keep-work": keepWork, "--json": asJSON} {
+		if set {
+			return fmt.Errorf("%w: %s is for builds from source (--source and --fix)", errUsage, flagName)
+		}
+	}
 	if len(targets) == 1 {
 		opts.Target = targets[0]
 	}

@@ -146,6 +146,7 @@ func TestPatchBuildFromSourceUsage(t *testing.T) {
 		{[]string{"--source", dir, "--fix", "f.diff", "-o", "x.hfp"}, "needs --source DIR --fix FIX.diff"},
 		{[]string{"--source", dir, "--fix", "f.diff", "--target", "x", "--orig", "a.o", "-o", "x.hfp"}, "not both"},
 		{[]string{"--target", "a", "--target", "b", "--orig", "a.o", "--patched", "b.o", "-o", "x.hfp"}, "several --target need --source"},
+		{[]string{"--target", "a", "--orig", "a.o", "--patched", "b.o", "--json", "-o", "x.hfp"}, "--json is for builds from source"},
 		{[]string{"--source", dir, "--fix", "f.diff", "--target", "x", "-o", filepath.Join(dir, "no", "x.hfp")}, "-o " + filepath.Join(dir, "no", "x.hfp")},
 	}
 	for _, c := range cases {
