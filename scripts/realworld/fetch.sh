@@ -47,8 +47,14 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SOURCES
 	mv "$SRC_LIST.tmp" "$SRC_LIST"
 	apt-get update -qq || die "apt-get update failed (is deb.debian.org reachable?)"
-elif ! apt-cache showsrc lua5.4 >/dev/null 2>&1 || [ -z "$(apt-cache showsrc lua5.4 2>/dev/null)" ]; then
-	apt-get update -qq || die "apt-get update failed (is deb.debian.org reachable?)"
+else
+	# The lines are there; the index may not be (a fresh CI container).
+	for p in $PKGS; do
+		if [ -z "$(apt-cache showsrc "$p" 2>/dev/null)" ]; then
+			apt-get update -qq || die "apt-get update failed (is deb.debian.org reachable?)"
+			break
+		fi
+	done
 fi
 
 mkdir -p "$CACHE"
