@@ -1238,9 +1238,6 @@ func (b *builder) emit() error {
 			if err != nil {
 				return err
 			}
-			if ts.Size != os.Size {
-				return fmt.Errorf("%w: %s was not built the same way as the target (function %s is %d bytes in orig.o, %d in the target): %s", ErrRefused, u.orig.path, fs.Name, os.Size, ts.Size, b.causeHint(u))
-			}
 			old, hash, err := b.tgt.oldBytes(ts)
 			if err != nil {
 				return err

@@ -379,7 +379,7 @@ func TestRefusals(t *testing.T) {
 		{"new library dependency", []string{"-DREFUSE_NEWLIB"}, nil, []string{"function greet now calls getpid, which harness does not import"}},
 		{"too small", []string{"-DREFUSE_TINY"}, nil, []string{"function tiny is 5 bytes", "too small to redirect"}},
 		{"LTO objects", []string{"-DFIX"}, []string{"-flto"}, []string{"was built with -flto", "rebuild without LTO"}},
-		{"orig.o built differently", []string{"-DFIX"}, []string{"-O0"}, []string{"was not built the same way as the target (function classify", "the flags differ"}},
+		{"orig.o built differently", []string{"-DFIX"}, []string{"-O0"}, []string{"the rebuilt original does not match harness: function classify differs", "the flags differ"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

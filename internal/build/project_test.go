@@ -3,6 +3,7 @@ package build
 import (
 	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"os"
 	"os/exec"
@@ -512,4 +513,32 @@ func TestConstantTablesWithAddresses(t *testing.T) {
 				map[string]string{"level": "101", "interp": "13", "score": "91"})
 		})
 	}
+}
+
+// TestRelaxedJumpInTarget builds a patch for a target linked from objects
+// without -ffunction-sections, where the assembler shortened a tail call to
+// a neighbouring function: the function is shorter in the target than in
+// orig.o, and still proved equal.
+func TestRelaxedJumpInTarget(t *testing.T) {
+	p := newProject(t, "relax", []string{"-O2", "-fPIE", "-pie"}, "t.c")
+	res, err := p.build(t, p.unit(t, "t.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Changed) != 1 || res.Changed[0].Name != "check_token" || res.Verified != 1 {
+		t.Fatalf("changed %s, verified %d; want check_token, verified", changedSet(res), res.Verified)
+	}
+	orig := p.unit(t, "t.c").Orig
+	f, err := elf.Open(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syms, _ := f.Symbols()
+	f.Close()
+	for _, s := range syms {
+		if s.Name == "check_token" && s.Size <= res.Changed[0].OldSize {
+			t.Fatalf("check_token is %d bytes in orig.o and %d in the target; the test needs the target's relaxed, shorter form", s.Size, res.Changed[0].OldSize)
+		}
+	}
+	applyAndCheck(t, p.run(t, ""), res, map[string]string{"check": "1"}, map[string]string{"check": "0"})
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/arch/x86/x86asm"
+
 	"hotfleet/internal/elfx"
 )
 
@@ -31,32 +33,203 @@ type mismatch struct {
 }
 
 // verify checks one function; old is the target's bytes at ts.
+//
+// The two are walked instruction by instruction, because the target may
+// have been linked from objects built without -ffunction-sections: there
+// the assembler relaxes a jump to a nearby function of the same file
+// ("jmp helper", a tail call) into its 2-byte form, which shortens the
+// function and shifts the alignment padding after it. A rel32 jump in
+// orig.o that reaches the same address as the target's rel8 jump is the
+// same code, and differing padding (nops) is skipped.
 func (b *builder) verify(u *unit, os *elfx.Symbol, ts elfx.Symbol, old []byte) error {
 	code, err := u.orig.symBytes(os)
 	if err != nil {
 		return err
 	}
-	if len(code) != len(old) {
-		return b.mismatchErr(u, os.Name, mismatch{what: fmt.Sprintf("it is %d bytes in %s but %d in the target", len(code), u.orig.path, len(old))})
+	rels := u.orig.relocsIn(int(os.Section), os.Value, os.Value+os.Size)
+	relocsAt := func(lo, hi int) []elfx.Reloc {
+		var out []elfx.Reloc
+		for _, r := range rels {
+			if off := int(r.Offset - os.Value); off >= lo && off < hi {
+				out = append(out, r)
+			}
+		}
+		return out
 	}
-	covered := make([]bool, len(code))
-	for _, r := range u.orig.relocsIn(int(os.Section), os.Value, os.Value+os.Size) {
-		off := r.Offset - os.Value
-		m, err := b.verifyReloc(u, r, off, code, old, ts.Value, covered)
-		if err != nil {
-			return err
+	differ := func(io, it int, what string) error {
+		if what == "" {
+			oe, te := min(io+8, len(code)), min(it+8, len(old))
+			what = fmt.Sprintf("%s has % x where the target has % x", u.orig.path, code[io:oe], old[it:te])
 		}
-		if m != nil {
-			return b.mismatchErr(u, os.Name, *m)
+		return b.mismatchErr(u, os.Name, mismatch{off: uint64(io), what: what})
+	}
+	// Jumps inside the function are checked by where they land, through
+	// the map of instruction starts, since relaxation shifts offsets.
+	type jump struct{ from, odest, tdest int }
+	var jumps []jump
+	at := map[int]int{} // orig offset -> target offset, per instruction
+	io, it := 0, 0
+	for io < len(code) && it < len(old) {
+		at[io] = it
+		oi, oerr := x86asm.Decode(code[io:], 64)
+		ti, terr := x86asm.Decode(old[it:], 64)
+		if oerr != nil || terr != nil || oi.Len == 0 || ti.Len == 0 {
+			// Not an instruction (data in the code): bytes must match.
+			if code[io] != old[it] || len(relocsAt(io, io+1)) > 0 {
+				return differ(io, it, "")
+			}
+			io, it = io+1, it+1
+			continue
+		}
+		rs := relocsAt(io, io+oi.Len)
+		if len(rs) == 0 && oi.Op == ti.Op && isRelBranch(oi) && isRelBranch(ti) {
+			jumps = append(jumps, jump{io, io + oi.Len + int(oi.Args[0].(x86asm.Rel)), it + ti.Len + int(ti.Args[0].(x86asm.Rel))})
+			io, it = io+oi.Len, it+ti.Len
+			continue
+		}
+		if len(rs) == 1 && isNear(oi, code[io:]) && isShort(ti, old[it:]) && sameBranch(code[io:], old[it:]) {
+			// A relaxed jump: where it lands must be where orig.o's goes.
+			r := rs[0]
+			dest := ts.Value + uint64(it+ti.Len) + uint64(int64(int8(old[it+ti.Len-1])))
+			addrs, name, known, err := b.expected(u, r)
+			if err != nil {
+				return err
+			}
+			if known && !containsShifted(addrs, r.Addend+4, dest) {
+				return differ(io, it, fmt.Sprintf("its jump to %s reaches %#x in the target, where %s is at %#x", name, dest, name, addrs[0]))
+			}
+			io, it = io+oi.Len, it+ti.Len
+			continue
+		}
+		if oi.Len != ti.Len || oi.Op == x86asm.NOP != (ti.Op == x86asm.NOP) {
+			switch {
+			case oi.Op == x86asm.NOP && ti.Op == x86asm.NOP:
+				io, it = io+oi.Len, it+ti.Len
+				continue
+			case oi.Op == x86asm.NOP && len(rs) == 0:
+				io += oi.Len
+				at[io] = it
+				continue
+			case ti.Op == x86asm.NOP:
+				it += ti.Len
+				continue
+			}
+			if len(rs) == 0 {
+				return differ(io, it, "")
+			}
+			// A relaxed GOT or TLS access: same length in total, the
+			// target's may decode as other instructions.
+		}
+		n := oi.Len
+		if it+n > len(old) {
+			return differ(io, it, fmt.Sprintf("the target's function ends before orig.o's (%d bytes, %d in %s)", len(old), len(code), u.orig.path))
+		}
+		for _, r := range rs {
+			if isTLSCall(r.Type) {
+				// General- and local-dynamic TLS sequences (16 and 12
+				// bytes with the call) are rewritten whole by the linker.
+				n = 16
+				if r.Type == elf.R_X86_64_TLSLD {
+					n = 12
+				}
+			}
+		}
+		n = min(n, len(code)-io, len(old)-it)
+		ow, tw := code[io:io+n], old[it:it+n]
+		covered := make([]bool, n)
+		for _, r := range relocsAt(io, io+n) {
+			if isTLSCall(r.Type) {
+				for i := range covered {
+					covered[i] = true
+				}
+				continue
+			}
+			rr := r
+			rr.Offset = r.Offset - os.Value - uint64(io)
+			m, err := b.verifyReloc(u, rr, rr.Offset, ow, tw, ts.Value+uint64(it), covered)
+			if err != nil {
+				return err
+			}
+			if m != nil {
+				m.off += uint64(io)
+				return b.mismatchErr(u, os.Name, *m)
+			}
+		}
+		for i := range ow {
+			if !covered[i] && ow[i] != tw[i] {
+				return differ(io+i, it+i, "")
+			}
+		}
+		io, it = io+n, it+n
+	}
+	for _, j := range jumps {
+		if got, ok := at[j.odest]; !ok || got != j.tdest {
+			return differ(j.from, at[j.from], fmt.Sprintf("its jump to offset %#x lands elsewhere in the target", j.odest))
 		}
 	}
-	for i := range code {
-		if !covered[i] && code[i] != old[i] {
-			end := min(i+8, len(code))
-			return b.mismatchErr(u, os.Name, mismatch{off: uint64(i), what: fmt.Sprintf("%s has % x where the target has % x", u.orig.path, code[i:end], old[i:end])})
+	// What is left on either side must be padding.
+	for io < len(code) {
+		oi, err := x86asm.Decode(code[io:], 64)
+		if err != nil || oi.Op != x86asm.NOP {
+			return differ(io, it, fmt.Sprintf("the target's function ends at %d bytes, before orig.o's code does (%d bytes)", len(old), len(code)))
 		}
+		io += oi.Len
+	}
+	for it < len(old) {
+		ti, err := x86asm.Decode(old[it:], 64)
+		if err != nil || ti.Op != x86asm.NOP && ti.Op != x86asm.INT {
+			return differ(io, it, fmt.Sprintf("orig.o's function ends at %d bytes, before the target's code does (%d bytes)", len(code), len(old)))
+		}
+		it += ti.Len
 	}
 	return nil
+}
+
+// isRelBranch reports whether inst is a jump or call to a relative
+// address (jmp, jcc, call, loop, jrcxz).
+func isRelBranch(inst x86asm.Inst) bool {
+	if _, ok := inst.Args[0].(x86asm.Rel); !ok {
+		return false
+	}
+	switch inst.Op {
+	case x86asm.JMP, x86asm.CALL, x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE, x86asm.JE, x86asm.JG, x86asm.JGE,
+		x86asm.JL, x86asm.JLE, x86asm.JNE, x86asm.JNO, x86asm.JNP, x86asm.JNS, x86asm.JO, x86asm.JP, x86asm.JS,
+		x86asm.JCXZ, x86asm.JECXZ, x86asm.JRCXZ, x86asm.LOOP, x86asm.LOOPE, x86asm.LOOPNE:
+		return true
+	}
+	return false
+}
+
+// isNear reports whether inst is a jmp or jcc with a 32-bit displacement.
+func isNear(inst x86asm.Inst, b []byte) bool {
+	return inst.Len == 5 && b[0] == 0xe9 || inst.Len == 6 && b[0] == 0x0f && b[1]&0xf0 == 0x80
+}
+
+// isShort reports whether inst is a jmp or jcc with an 8-bit displacement.
+func isShort(inst x86asm.Inst, b []byte) bool {
+	return inst.Len == 2 && (b[0] == 0xeb || b[0]&0xf0 == 0x70)
+}
+
+// sameBranch reports whether a near and a short jump test the same
+// condition (or none).
+func sameBranch(near, short []byte) bool {
+	if near[0] == 0xe9 {
+		return short[0] == 0xeb
+	}
+	return short[0] != 0xeb && near[1]&0x0f == short[0]&0x0f
+}
+
+func containsShifted(addrs []uint64, shift int64, v uint64) bool {
+	for _, a := range addrs {
+		if uint64(int64(a)+shift) == v {
+			return true
+		}
+	}
+	return false
+}
+
+func isTLSCall(t elf.R_X86_64) bool {
+	return t == elf.R_X86_64_TLSGD || t == elf.R_X86_64_TLSLD
 }
 
 // verifyReloc checks one relocated field of orig.o's function against the
@@ -86,6 +259,13 @@ func (b *builder) verifyReloc(u *unit, r elfx.Reloc, off uint64, code, old []byt
 		return b.checkTarget(u, r, off, uint64(v32-r.Addend), false)
 	case elf.R_X86_64_64:
 		return b.checkTarget(u, r, off, binary.LittleEndian.Uint64(old[off:])-uint64(r.Addend), false)
+	case elf.R_X86_64_GOTTPOFF:
+		// Initial-exec TLS; in an executable the linker turns the GOT load
+		// into an immediate (mov/add $off): the opcode bytes change.
+		if off >= 3 {
+			mark(off-3, off)
+		}
+		return nil, nil
 	case elf.R_X86_64_GOTPCREL, elf.R_X86_64_GOTPCRELX, elf.R_X86_64_REX_GOTPCRELX:
 		if off >= 2 {
 			o1, t1 := code[off-1], old[off-1]
