@@ -320,6 +320,8 @@ type slot struct {
 	module bool
 	addr   uint64
 	ref    ref // bundle code, when !module
+	// constant slots hold addr itself, with no fixup.
+	constant bool
 }
 
 // place is one section of one unit's fixed object.
@@ -832,6 +834,11 @@ func (b *builder) link() error {
 	for _, s := range b.slots {
 		at := uint64(len(b.code))
 		b.code = append(b.code, make([]byte, slotSize)...)
+		if s.constant {
+			binary.LittleEndian.PutUint64(b.code[at:], s.addr)
+			b.res.GOTSlots = append(b.res.GOTSlots, s.name)
+			continue
+		}
 		kind := bundle.RegionAbs64
 		if s.module {
 			kind = bundle.ModuleAbs64
@@ -1062,8 +1069,19 @@ func (b *builder) relocate(u *unit, sec int, r elfx.Reloc) error {
 		if r.Offset+8 > secLen {
 			return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, u.fixed.secName(sec))
 		}
+	case elf.R_X86_64_TPOFF32, elf.R_X86_64_GOTTPOFF:
+		if r.Offset+4 > secLen {
+			return fmt.Errorf("%w: relocation at %#x lies outside %s", elfx.ErrMalformed, r.Offset, u.fixed.secName(sec))
+		}
+		return b.relocateTLS(u, sec, r, at)
+	case elf.R_X86_64_TLSGD, elf.R_X86_64_TLSLD, elf.R_X86_64_DTPOFF32, elf.R_X86_64_DTPOFF64, elf.R_X86_64_GOTPC32_TLSDESC, elf.R_X86_64_TLSDESC_CALL:
+		name := "a thread-local variable"
+		if s, err := u.fixed.symbol(r.Sym); err == nil && s.Name != "" {
+			name = "the thread-local variable " + s.Name
+		}
+		return fmt.Errorf("%w: %s reaches %s through __tls_get_addr (the general- or local-dynamic TLS model, %s), which a hot patch cannot link: compile the file with -ftls-model=initial-exec, or keep that access out of the changed functions", ErrRefused, b.owner(u, sec), name, r.Type)
 	default:
-		return fmt.Errorf("%w: %s has a relocation of type %s, which hot patches do not support (thread-local storage and unusual code models cannot be linked into a running process); keep that code out of the changed functions", ErrRefused, b.owner(u, sec), r.Type)
+		return fmt.Errorf("%w: %s has a relocation of type %s, which hot patches do not support (unusual code models cannot be linked into a running process); keep that code out of the changed functions", ErrRefused, b.owner(u, sec), r.Type)
 	}
 	t, err := b.resolve(u, sec, r)
 	if err != nil {
@@ -1137,6 +1155,92 @@ func (b *builder) addFixup(at uint64, kind bundle.FixupKind, addend int64) {
 
 func (b *builder) notImported(u *unit, sec int, name string) error {
 	return fmt.Errorf("%w: %s now calls %s, which %s does not import; a hot patch cannot add a new library dependency: call something the target already uses, or ship the fix as a restart update", ErrRefused, b.owner(u, sec), name, b.tgt.name)
+}
+
+// relocateTLS links a reference to a thread-local variable the module
+// already has. Its offset from the thread pointer is fixed when the module
+// is linked (an executable's TLS block sits right below the thread
+// pointer), so local-exec references get the constant itself and
+// initial-exec ones a GOT slot holding it: the module's own (a shared
+// library's TPOFF64 slot) or, in an executable, whose linker turned its
+// slots into constants, one in the bundle.
+func (b *builder) relocateTLS(u *unit, sec int, r elfx.Reloc, at uint64) error {
+	s, err := u.fixed.symbol(r.Sym)
+	if err != nil {
+		return err
+	}
+	def := s
+	if s.Type == elf.STT_SECTION {
+		def = b.objectAt(u, int(s.Section), s.Value, r)
+	}
+	if def == nil {
+		return fmt.Errorf("%w: %s refers to thread-local storage in %s that belongs to no variable symbol", ErrRefused, b.owner(u, sec), u.fixed.secName(int(s.Section)))
+	}
+	name, local := def.Name, def.Bind == elf.STB_LOCAL
+	if def.Defined() {
+		os, err := b.origData(u, def)
+		if err != nil {
+			return err
+		}
+		if os == nil {
+			return fmt.Errorf("%w: %s uses the thread-local variable %s, which %s does not have; a hot patch cannot add TLS to running threads: keep the state elsewhere", ErrRefused, b.owner(u, sec), def.Name, b.tgt.name)
+		}
+		name = os.Name
+	}
+	ts, err := b.tgt.lookup(name, local, u.src)
+	if err != nil {
+		if errors.Is(err, errNotInTarget) {
+			return fmt.Errorf("%w: %s uses the thread-local variable %s, which %s does not define (it comes from another module); only the module's own TLS can be linked: keep that access out of the changed functions", ErrRefused, b.owner(u, sec), def.Name, b.tgt.name)
+		}
+		return err
+	}
+	if ts.Type != elf.STT_TLS {
+		return fmt.Errorf("%w: %s uses %s as thread-local, but %s defines it as %s", ErrRefused, b.owner(u, sec), def.Name, b.tgt.name, ts.Type)
+	}
+	off := int64(ts.Value) - int64(def.Value) + int64(s.Value) // the variable's offset in the TLS block
+	if s.Type == elf.STT_SECTION {
+		off = int64(ts.Value) - int64(def.Value)
+	}
+	if r.Type == elf.R_X86_64_GOTTPOFF {
+		if slot, ok := b.tgt.tpoff[def.Name]; ok && !local {
+			b.addFixup(at, bundle.ModulePC32, int64(slot)+r.Addend)
+			return nil
+		}
+		if slot, ok := b.tgt.tpoffStatic[uint64(off)]; ok {
+			b.addFixup(at, bundle.ModulePC32, int64(slot)+r.Addend)
+			return nil
+		}
+	}
+	memsz, align, ok := b.tgt.f.TLSSegment()
+	if !ok || b.tgt.f.Type == elf.ET_DYN && b.tgt.isLibrary() {
+		return fmt.Errorf("%w: %s uses the thread-local variable %s, whose offset from the thread pointer %s decides only at load time; keep that access out of the changed functions", ErrRefused, b.owner(u, sec), def.Name, b.tgt.name)
+	}
+	if align == 0 {
+		align = 1
+	}
+	tpoff := off - int64((memsz+align-1)/align*align)
+	if r.Type == elf.R_X86_64_TPOFF32 {
+		v := tpoff + r.Addend
+		if v < -1<<31 || v >= 1<<31 {
+			return fmt.Errorf("%w: %s: TLS offset of %s out of range", ErrRefused, b.owner(u, sec), def.Name)
+		}
+		binary.LittleEndian.PutUint32(b.code[at:], uint32(int32(v)))
+		return nil
+	}
+	idx := b.constSlot(def.Name+"@tpoff", uint64(tpoff))
+	b.pending = append(b.pending, pendingRef{at: at, typ: elf.R_X86_64_PC32, addend: r.Addend, to: ref{kind: refSlot, idx: idx}, where: b.owner(u, sec)})
+	return nil
+}
+
+// constSlot returns a bundle GOT slot holding the constant v.
+func (b *builder) constSlot(name string, v uint64) int {
+	key := fmt.Sprintf("c%x:%s", v, name)
+	if i, ok := b.slotIdx[key]; ok {
+		return i
+	}
+	b.slots = append(b.slots, slot{name: name, constant: true, addr: v})
+	b.slotIdx[key] = len(b.slots) - 1
+	return len(b.slots) - 1
 }
 
 // stubAt returns a stub jumping through the GOT slot at slot.

@@ -542,3 +542,61 @@ func TestRelaxedJumpInTarget(t *testing.T) {
 	}
 	applyAndCheck(t, p.run(t, ""), res, map[string]string{"check": "1"}, map[string]string{"check": "0"})
 }
+
+// TestExistingThreadLocals patches a function using thread-local variables
+// the module already has: in executables (local-exec and initial-exec
+// references) and in a shared library built for initial-exec TLS. The
+// running thread's values carry on. General-dynamic TLS is refused by name.
+func TestExistingThreadLocals(t *testing.T) {
+	for _, cfg := range []struct {
+		name   string
+		cflags []string
+		shared bool
+		refuse string
+	}{
+		{name: "pie", cflags: []string{"-O2", "-fPIE", "-pie"}},
+		{name: "nopie", cflags: []string{"-O2", "-fno-pie", "-no-pie"}},
+		{name: "shared-initial-exec", cflags: []string{"-O2", "-fPIC", "-ftls-model=initial-exec"}, shared: true},
+		{name: "shared-general-dynamic", cflags: []string{"-O2", "-fPIC"}, shared: true, refuse: "function next_request reaches the thread-local variable request_id through __tls_get_addr"},
+	} {
+		t.Run(cfg.name, func(t *testing.T) {
+			var p *project
+			exe := ""
+			if cfg.shared {
+				testenv.NeedGCC(t)
+				p = &project{dir: "tls", work: t.TempDir(), cc: "gcc", cflags: cfg.cflags}
+				args := append(append([]string{}, cfg.cflags...), "-shared", "-Wl,--build-id", abs(t, "tls/t.c"), abs(t, "tls/other.c"))
+				p.target = p.compile(t, "libtls.so", args...)
+				exe = p.compile(t, "prog", "-O2", "-fPIE", "-pie", abs(t, "driver.c"), abs(t, "tls/entries.c"), p.target, "-Wl,-rpath,"+p.work)
+			} else {
+				p = newProject(t, "tls", cfg.cflags, "t.c", "other.c", "entries.c")
+			}
+			res, err := p.build(t, p.unit(t, "t.c"))
+			if cfg.refuse != "" {
+				if err == nil || !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), cfg.refuse) {
+					t.Fatalf("error %v; want a refusal saying %q", err, cfg.refuse)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			testenv.NeedRoot(t)
+			proc := p.run(t, exe)
+			// The thread's three counters go up by 1, 1, 1 before the fix,
+			// by 10, 2, 100 with it, from wherever they are.
+			proc.Expect("next_request", "1001001")
+			proc.Expect("next_request", "2002002")
+			ctx := context.Background()
+			if _, err := livepatch.Apply(ctx, proc.Pid, res.Bundle, livepatch.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			proc.Expect("next_request", "12004102")
+			proc.Expect("next_request", "22006202")
+			if _, err := livepatch.Revert(ctx, proc.Pid, res.Bundle.ID, livepatch.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			proc.Expect("next_request", "23007203")
+		})
+	}
+}

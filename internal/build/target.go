@@ -41,6 +41,11 @@ type target struct {
 	// irelative maps an IFUNC resolver's address to the GOT slot the
 	// dynamic loader fills with the implementation it picks.
 	irelative map[uint64]uint64
+	// tpoff holds the GOT slots of initial-exec TLS references the module
+	// already has (R_X86_64_TPOFF64), by symbol name and, for a static
+	// variable (no symbol), by its offset in the TLS block.
+	tpoff       map[string]uint64
+	tpoffStatic map[uint64]uint64
 	// pltBySlot lists the PLT entries jumping through each GOT slot.
 	pltBySlot map[uint64][]uint64
 	// plt lists, by symbol, the PLT entries (.plt, .plt.sec, .plt.got) that
@@ -91,6 +96,7 @@ func openTarget(path, symbols string) (*target, error) {
 	}
 	t.relative = map[uint64]uint64{}
 	t.irelative = map[uint64]uint64{}
+	t.tpoff, t.tpoffStatic = map[string]uint64{}, map[uint64]uint64{}
 	for _, r := range relocs {
 		switch r.Type {
 		case elf.R_X86_64_GLOB_DAT:
@@ -101,6 +107,12 @@ func openTarget(path, symbols string) (*target, error) {
 			t.relative[r.Offset] = uint64(r.Addend)
 		case elf.R_X86_64_IRELATIVE:
 			t.irelative[uint64(r.Addend)] = r.Offset
+		case elf.R_X86_64_TPOFF64:
+			if r.Name != "" {
+				t.tpoff[r.Name] = r.Offset
+			} else {
+				t.tpoffStatic[uint64(r.Addend)] = r.Offset
+			}
 		}
 	}
 	if err := t.readPLT(); err != nil {
@@ -204,6 +216,12 @@ func symbolsFrom(symbols, target string, buildID []byte) ([]elfx.Symbol, error) 
 		return nil, fmt.Errorf("read symbols of %s: %w", symbols, err)
 	}
 	return syms, nil
+}
+
+// isLibrary reports whether the target is a shared library rather than a
+// (position-independent) executable: it has no PT_INTERP.
+func (t *target) isLibrary() bool {
+	return t.f.Type == elf.ET_DYN && !t.f.HasInterp()
 }
 
 // errNotInTarget is returned by lookup when the target has no such symbol.

@@ -429,3 +429,25 @@ func (f *File) DWARF() (d *dwarf.Data, err error) {
 	}
 	return d, nil
 }
+
+// TLSSegment returns the size in memory and the alignment of the PT_TLS
+// segment of a linked file; ok is false when it has none.
+func (f *File) TLSSegment() (memsz, align uint64, ok bool) {
+	for _, p := range f.f.Progs {
+		if p.Type == elf.PT_TLS {
+			return p.Memsz, p.Align, true
+		}
+	}
+	return 0, 0, false
+}
+
+// HasInterp reports whether the file has a PT_INTERP segment: an
+// executable (PIE or not) rather than a shared library.
+func (f *File) HasInterp() bool {
+	for _, p := range f.f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return true
+		}
+	}
+	return false
+}

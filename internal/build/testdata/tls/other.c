@@ -1,0 +1,1 @@
+__thread long shared_total;
