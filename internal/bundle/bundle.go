@@ -15,6 +15,7 @@ package bundle
 
 import (
 	"bytes"
+	"compress/flate"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -52,6 +53,16 @@ const (
 )
 
 const headerLen = len(Magic) + 4 + 4 + 8 // magic, version, flags, manifest length
+
+// Header flags.
+const (
+	// FlagDeflate: the manifest is stored DEFLATE-compressed (RFC 1951);
+	// the length in the header is the stored length, and the limits apply
+	// to the manifest once inflated. Encode sets it when that is smaller.
+	FlagDeflate = 1 << 0
+
+	knownFlags = FlagDeflate
+)
 
 // ErrMalformed is wrapped by every error Decode returns for bad input.
 var ErrMalformed = errors.New("malformed patch bundle")
@@ -226,11 +237,15 @@ func Encode(w io.Writer, b *Bundle) error {
 	if len(manifest) > MaxManifestSize {
 		return fmt.Errorf("encode bundle %s: manifest is %d bytes, the limit is %d", b.ID, len(manifest), MaxManifestSize)
 	}
+	var flags uint32
+	if z, err := deflate(manifest); err == nil && len(z) < len(manifest) {
+		manifest, flags = z, FlagDeflate
+	}
 	var buf bytes.Buffer
 	buf.WriteString(Magic)
 	var hdr [16]byte
 	binary.LittleEndian.PutUint32(hdr[0:], FormatVersion)
-	binary.LittleEndian.PutUint32(hdr[4:], 0)
+	binary.LittleEndian.PutUint32(hdr[4:], flags)
 	binary.LittleEndian.PutUint64(hdr[8:], uint64(len(manifest)))
 	buf.Write(hdr[:])
 	buf.Write(manifest)
@@ -270,8 +285,9 @@ func Decode(data []byte) (*Bundle, error) {
 	if version != FormatVersion {
 		return nil, bad("format version %d is not supported (this hotfleet reads version %d); upgrade hotfleet or rebuild the bundle", version, FormatVersion)
 	}
-	if flags := binary.LittleEndian.Uint32(data[12:]); flags != 0 {
-		return nil, bad("unknown flags %#x", flags)
+	flags := binary.LittleEndian.Uint32(data[12:])
+	if unknown := flags &^ knownFlags; unknown != 0 {
+		return nil, bad("unknown flags %#x: the bundle was written by a newer hotfleet; upgrade hotfleet", unknown)
 	}
 	mlen := binary.LittleEndian.Uint64(data[16:])
 	if mlen > MaxManifestSize {
@@ -289,7 +305,15 @@ func Decode(data []byte) (*Bundle, error) {
 	if !bytes.Equal(sum[:], data[len(body):]) {
 		return nil, bad("checksum mismatch: the file is corrupt or was modified")
 	}
-	dec := json.NewDecoder(bytes.NewReader(body[headerLen:]))
+	manifest := body[headerLen:]
+	if flags&FlagDeflate != 0 {
+		m, err := inflate(manifest)
+		if err != nil {
+			return nil, bad("manifest: %v", err)
+		}
+		manifest = m
+	}
+	dec := json.NewDecoder(bytes.NewReader(manifest))
 	dec.DisallowUnknownFields()
 	var b Bundle
 	if err := dec.Decode(&b); err != nil {
@@ -302,6 +326,39 @@ func Decode(data []byte) (*Bundle, error) {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return &b, nil
+}
+
+// deflate compresses a manifest at the best ratio: bundles are written once
+// and fetched by every device.
+func deflate(b []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	w, err := flate.NewWriter(&buf, flate.BestCompression)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(b); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// inflate decompresses a stored manifest, refusing one that inflates past
+// MaxManifestSize (a few kilobytes of hostile input must not become
+// gigabytes in memory).
+func inflate(z []byte) ([]byte, error) {
+	r := flate.NewReader(bytes.NewReader(z))
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, MaxManifestSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("compressed data is corrupt: %v", err)
+	}
+	if len(b) > MaxManifestSize {
+		return nil, fmt.Errorf("inflates past the limit of %d bytes", MaxManifestSize)
+	}
+	return b, nil
 }
 
 var (

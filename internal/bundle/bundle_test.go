@@ -2,8 +2,10 @@ package bundle
 
 import (
 	"bytes"
+	"compress/flate"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -52,6 +54,37 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestDeflate checks that Encode stores the manifest compressed when that is
+// smaller, and that the result decodes to the same bundle.
+func TestDeflate(t *testing.T) {
+	b := sample()
+	data, err := Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := json.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flags := binary.LittleEndian.Uint32(data[12:]); flags&FlagDeflate == 0 {
+		t.Fatalf("flags %#x: a %d-byte JSON manifest was not compressed", flags, len(plain))
+	}
+	if len(data) >= headerLen+len(plain)+sha256.Size {
+		t.Errorf("bundle is %d bytes, not smaller than with the plain %d-byte manifest", len(data), len(plain))
+	}
+	got, err := Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := json.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(again, plain) {
+		t.Errorf("decoded manifest differs:\n got %s\nwant %s", again, plain)
+	}
+}
+
 func TestDecodeRejects(t *testing.T) {
 	good, err := Marshal(sample())
 	if err != nil {
@@ -74,12 +107,40 @@ func TestDecodeRejects(t *testing.T) {
 		buf.Write(sum[:])
 		return buf.Bytes()
 	}
+	withDeflated := func(z []byte) []byte {
+		var buf bytes.Buffer
+		buf.WriteString(Magic)
+		var hdr [16]byte
+		binary.LittleEndian.PutUint32(hdr[0:], FormatVersion)
+		binary.LittleEndian.PutUint32(hdr[4:], FlagDeflate)
+		binary.LittleEndian.PutUint64(hdr[8:], uint64(len(z)))
+		buf.Write(hdr[:])
+		buf.Write(z)
+		sum := sha256.Sum256(buf.Bytes())
+		buf.Write(sum[:])
+		return buf.Bytes()
+	}
+	// A few kilobytes that inflate to more than the manifest limit.
+	bomb := func() []byte {
+		var buf bytes.Buffer
+		w, _ := flate.NewWriter(&buf, flate.BestCompression)
+		zeros := make([]byte, 1<<20)
+		for written := 0; written <= MaxManifestSize; written += len(zeros) {
+			w.Write(zeros)
+		}
+		w.Close()
+		return buf.Bytes()
+	}()
 	tests := []struct {
 		name string
 		data []byte
 		want string
 	}{
 		{"empty", nil, "truncated"},
+		{"unknown flags", reseal(func() []byte { b := bytes.Clone(good); b[12] |= 0x80; return b }()), "unknown flags 0x80"},
+		{"corrupt deflate", withDeflated([]byte{0xff, 0xff, 0xff, 0xff}), "corrupt"},
+		{"deflate bomb", withDeflated(bomb), "inflates past"},
+		{"deflated not json", withDeflated(func() []byte { z, _ := deflate([]byte("{")); return z }()), "manifest"},
 		{"short non-bundle", []byte("#!/bin/sh\necho hello\n"), "bad magic"},
 		{"truncated", good[:len(good)/2], "truncated"},
 		{"bad magic", append([]byte("NOTAPATCH"), good[9:]...), "bad magic"},
