@@ -197,8 +197,20 @@ func TestStrippedTargetWithSymbols(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := changedSet(res); got != "helper,helper,b_value" && got != "b_value,helper,helper" && !strings.Contains(got, "b_value") {
-		t.Errorf("changed %s", got)
+	if got := changedSet(res); got != "helper,b_value,helper" {
+		t.Errorf("changed %s; want a.c's helper, b_value and b.c's helper", got)
+	}
+	// A debug file (objcopy --only-keep-debug) serves as well.
+	debug := filepath.Join(p.work, "target.debug")
+	if out, err := exec.Command("objcopy", "--only-keep-debug", p.target, debug).CombinedOutput(); err != nil {
+		t.Fatalf("objcopy: %v\n%s", err, out)
+	}
+	viaDebug, err := Build(context.Background(), Options{Target: stripped, Symbols: debug, Units: units, ID: "hf-strip", Level: 1})
+	if err != nil {
+		t.Fatalf("with the debug file as symbols: %v", err)
+	}
+	if changedSet(viaDebug) != changedSet(res) || viaDebug.Changed[0].Site != res.Changed[0].Site {
+		t.Errorf("the debug file gives %+v, the unstripped binary %+v", viaDebug.Changed, res.Changed)
 	}
 	// A different build of the program: same symbols, other build-id.
 	other := p.compile(t, "other", "-O2", "-fPIE", "-pie", "-Wl,--build-id", "-DOTHER_BUILD=1", abs(t, "driver.c"),
