@@ -72,7 +72,8 @@ type Change struct {
 	OldSize uint64
 	NewSize uint64
 	// Inlined names the changed functions inlined into this one, from the
-	// objects' DWARF (empty without -g): its code changed because theirs did.
+	// objects' DWARF (empty without -g): its code changed (at least) because
+	// theirs did.
 	Inlined []string
 
 	sym *elfx.Symbol
@@ -94,8 +95,10 @@ type Result struct {
 	RodataBytes int
 	Stubs       []string // imported functions called through a new PLT stub
 	GOTSlots    []string // local GOT slots created for GOTPCREL references
-	// Inlined lists the changed functions that hold an inlined copy of a
-	// changed function (see Change.Inlined); they are also in Changed.
+	// Inlined lists the callers changed only because of inlining: they
+	// hold an inlined copy of a changed function (Change.Inlined) and the
+	// source lines of their own code are the same in both objects. They
+	// are also in Changed. Needs DWARF (-g) in the objects.
 	Inlined []Change
 	// NotInTarget lists changed functions the target has no copy of (gcc
 	// inlined them everywhere, or the linker dropped them): every caller

@@ -3,6 +3,9 @@ package build
 import (
 	"bytes"
 	"debug/dwarf"
+	"debug/elf"
+	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -24,6 +27,9 @@ type inlineInfo struct {
 	// for C, the original's name for a clone) to its inlined callees and
 	// the byte ranges (section offsets) of each callee's copies.
 	copies map[string]map[string][][2]uint64
+	// own maps a function (its code section) to the source lines of its
+	// own code: the line table's rows outside every inlined copy.
+	own map[int]string
 }
 
 // readInlines reads the inlined copies from o's DWARF. It returns nil when
@@ -39,7 +45,7 @@ func readInlines(o *object) (info *inlineInfo) {
 	if err != nil || d == nil {
 		return nil
 	}
-	info = &inlineInfo{copies: map[string]map[string][][2]uint64{}}
+	info = &inlineInfo{copies: map[string]map[string][][2]uint64{}, own: map[int]string{}}
 	names := map[dwarf.Offset]string{}
 	var nameOf func(e *dwarf.Entry, depth int) string
 	nameOf = func(e *dwarf.Entry, depth int) string {
@@ -115,7 +121,87 @@ func readInlines(o *object) (info *inlineInfo) {
 			stack = append(stack, caller)
 		}
 	}
+	info.readOwnLines(o, d)
 	return info
+}
+
+// readOwnLines fills info.own. In a relocatable object each code section
+// has its own line-table sequence starting at address 0; which section a
+// sequence describes is named by the relocation of its DW_LNE_set_address,
+// the sequence's one 64-bit relocation in .debug_line.
+func (info *inlineInfo) readOwnLines(o *object, d *dwarf.Data) {
+	var seqSecs []int
+	for i, sec := range o.f.Sections {
+		if sec.Name != ".debug_line" {
+			continue
+		}
+		for _, r := range o.relocsIn(i, 0, ^uint64(0)) {
+			if r.Type == elf.R_X86_64_64 && r.Sym > 0 && r.Sym < len(o.syms) {
+				seqSecs = append(seqSecs, int(o.syms[r.Sym].Section))
+			}
+		}
+	}
+	inlined := map[int][][2]uint64{}
+	for caller, callees := range info.copies {
+		f := o.funcs[caller]
+		if f == nil {
+			continue
+		}
+		for _, rs := range callees {
+			inlined[int(f.Section)] = append(inlined[int(f.Section)], rs...)
+		}
+	}
+	rows := map[int]map[string]bool{}
+	seq := 0
+	r := d.Reader()
+	for {
+		cu, err := r.Next()
+		if err != nil || cu == nil {
+			break
+		}
+		if cu.Tag != dwarf.TagCompileUnit {
+			r.SkipChildren()
+			continue
+		}
+		lr, err := d.LineReader(cu)
+		r.SkipChildren()
+		if err != nil || lr == nil {
+			continue
+		}
+		var e dwarf.LineEntry
+		for lr.Next(&e) == nil {
+			if seq >= len(seqSecs) {
+				return // the sequences and relocations disagree: no report
+			}
+			sec := seqSecs[seq]
+			if e.EndSequence {
+				seq++
+				continue
+			}
+			in := false
+			for _, rg := range inlined[sec] {
+				in = in || e.Address >= rg[0] && e.Address < rg[1]
+			}
+			if in || e.File == nil {
+				continue
+			}
+			if rows[sec] == nil {
+				rows[sec] = map[string]bool{}
+			}
+			rows[sec][fmt.Sprintf("%s:%d", filepath.Base(e.File.Name), e.Line)] = true
+		}
+	}
+	if seq != len(seqSecs) {
+		return
+	}
+	for sec, set := range rows {
+		lines := make([]string, 0, len(set))
+		for l := range set {
+			lines = append(lines, l)
+		}
+		sort.Strings(lines)
+		info.own[sec] = strings.Join(lines, " ")
+	}
 }
 
 // dwarfName is the name DWARF gives a function symbol: clones and cold
@@ -187,10 +273,23 @@ func (b *builder) reportInlining() {
 				continue
 			}
 			sort.Strings(why)
+			// Only because of inlining: the lines of its own code are the
+			// same in both builds (a fix that keeps line numbers, as the
+			// source-tree driver's #line markers do, touches none of them).
+			only := false
+			if oi != nil {
+				if os, err := u.origFunc(f); err == nil && os != nil {
+					ol, ok1 := oi.own[int(os.Section)]
+					fl, ok2 := fi.own[int(f.Section)]
+					only = ok1 && ok2 && ol == fl
+				}
+			}
 			for i := range b.res.Changed {
 				if b.res.Changed[i].sym == f {
 					b.res.Changed[i].Inlined = why
-					b.res.Inlined = append(b.res.Inlined, b.res.Changed[i])
+					if only {
+						b.res.Inlined = append(b.res.Inlined, b.res.Changed[i])
+					}
 				}
 			}
 		}

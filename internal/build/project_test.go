@@ -379,8 +379,8 @@ func TestInlinedChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := changedSet(res); got != "balance,treble,volume" {
-		t.Errorf("changed %s; want balance, treble, volume", got)
+	if got := changedSet(res); got != "balance,mixed,treble,volume" {
+		t.Errorf("changed %s; want balance, mixed, treble, volume", got)
 	}
 	if strings.Join(res.NotInTarget, ",") != "clamp" {
 		t.Errorf("functions without a copy in the target %v; want clamp", res.NotInTarget)
@@ -393,6 +393,15 @@ func TestInlinedChange(t *testing.T) {
 	for fn, w := range want {
 		if why[fn] != w {
 			t.Errorf("%s changed through inlining of %q; want %q (report: %v)", fn, why[fn], w, why)
+		}
+	}
+	// mixed inlines clamp too, but the fix also edits it.
+	if _, ok := why["mixed"]; ok {
+		t.Errorf("mixed is reported as changed only through inlining; the fix edits it")
+	}
+	for _, c := range res.Changed {
+		if c.Name == "mixed" && strings.Join(c.Inlined, ",") != "clamp" {
+			t.Errorf("mixed lists inlined changed callees %v; want clamp", c.Inlined)
 		}
 	}
 	applyAndCheck(t, p.run(t, ""), res, nativeResults(t, p, "i.c"), nativeResults(t, p, "i.c", "-DFIX"))
