@@ -65,6 +65,16 @@ __attribute__((noinline)) int twice_positive(int x)
 #endif
 }
 
+/* Calls a C++ function of this file that cannot throw: patchable. */
+__attribute__((noinline)) long square(long x) { return x * x; }
+__attribute__((noinline)) long sum_squares(long n)
+{
+	long s = 0;
+	for (long i = 0; i < n; i++)
+		s += square(i) + K;
+	return s;
+}
+
 static volatile long arg[4] = {10, 4, 0, 7};
 static const char *volatile bad = "http";
 
@@ -78,11 +88,12 @@ static long p_template()
 }
 static long p_parse() { return parse(bad); }
 static long p_positive() { return twice_positive(static_cast<int>(arg[3])); }
+static long p_squares() { return sum_squares(arg[0]); }
 
 struct entry {
 	const char *name;
 	long (*fn)(void);
 };
 extern const struct entry entries[] = {
-	{"p_member", p_member}, {"p_template", p_template}, {"p_parse", p_parse}, {"p_positive", p_positive}, {0, 0}};
+	{"p_member", p_member}, {"p_template", p_template}, {"p_parse", p_parse}, {"p_positive", p_positive}, {"p_squares", p_squares}, {0, 0}};
 }
