@@ -1,0 +1,6 @@
+#include "check.h"
+
+int server_port_ok(int p)
+{
+	return valid_port(p);
+}
