@@ -272,6 +272,22 @@ func (b *builder) indexGlobals(u *unit) error {
 	return nil
 }
 
+// changedElsewhere reports whether a unit before u already replaces the
+// function called name.
+func (b *builder) changedElsewhere(u *unit, name string) bool {
+	for _, o := range b.units {
+		if o == u {
+			return false
+		}
+		for _, c := range o.changed {
+			if c.Name == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // checkAnyChange refuses a build that would patch nothing.
 func (b *builder) checkAnyChange() error {
 	changed := 0
@@ -579,6 +595,11 @@ func (b *builder) diff(u *unit) error {
 			return err
 		}
 		if bytes.Equal(oc, fc) && strings.Join(orels, "\n") == strings.Join(frels, "\n") {
+			continue
+		}
+		if fs.Bind == elf.STB_WEAK && b.changedElsewhere(u, fs.Name) {
+			// An inline function or template instantiation several files
+			// emit: the linker kept one copy, which one site replaces.
 			continue
 		}
 		if err := b.checkEH(u, os, fs); err != nil {

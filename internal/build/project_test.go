@@ -621,3 +621,18 @@ func TestExistingThreadLocals(t *testing.T) {
 		})
 	}
 }
+
+// TestTemplateInTwoFiles patches a template instantiated in two changed
+// files: each object has a weak copy, the target one; it is replaced once.
+func TestTemplateInTwoFiles(t *testing.T) {
+	p := newProject(t, "comdat", []string{"-O2", "-fPIE", "-pie"}, "a.cc", "b.cc")
+	res, err := p.build(t, p.unit(t, "a.cc"), p.unit(t, "b.cc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := changedSet(res); got != "_Z5weighIlET_S0_" {
+		t.Errorf("changed %s; want weigh<long> once", got)
+	}
+	// weigh(10) = 45*3 -> 45*5, weigh(4) = 6*3 -> 6*5.
+	applyAndCheck(t, p.run(t, ""), res, map[string]string{"p_a": "136", "p_b": "20"}, map[string]string{"p_a": "226", "p_b": "32"})
+}

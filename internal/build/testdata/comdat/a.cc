@@ -1,0 +1,2 @@
+#include "tmpl.h"
+long a_weigh() { return weigh<long>(10) + 1; }
