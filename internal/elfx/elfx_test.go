@@ -214,3 +214,54 @@ func FuzzOpen(f *testing.F) {
 		_, _ = openAll(data)
 	})
 }
+
+// TestSegmentsAndDebugInfo checks the readers the patch builder uses for
+// thread-local storage, executables versus libraries, two source files of
+// one name, and DWARF.
+func TestSegmentsAndDebugInfo(t *testing.T) {
+	exe := buildExe(t, true, "-g")
+	f, err := Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if !f.HasInterp() {
+		t.Error("a PIE executable has PT_INTERP")
+	}
+	if _, _, ok := f.TLSSegment(); ok {
+		t.Error("the test program has no thread-local variables, yet a PT_TLS was reported")
+	}
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := map[string]int{}
+	for _, s := range syms {
+		if s.Name == "helper" {
+			if s.FileIndex == 0 || syms[s.FileIndex].Type != elf.STT_FILE || syms[s.FileIndex].Name != s.File {
+				t.Errorf("helper of %s: FileIndex %d does not name its STT_FILE symbol", s.File, s.FileIndex)
+			}
+			idx[s.File] = s.FileIndex
+		}
+	}
+	if len(idx) != 2 || idx["one.c"] == idx["two.c"] {
+		t.Errorf("the two helpers' files %v are not told apart", idx)
+	}
+	d, err := f.DWARF()
+	if err != nil || d == nil {
+		t.Fatalf("DWARF of a -g build: %v, %v", d, err)
+	}
+
+	lib := testenv.CC(t, "lib.so", "-O2", "-fPIC", "-shared", "testdata/one.c")
+	l, err := Open(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l.HasInterp() {
+		t.Error("a shared library has no PT_INTERP")
+	}
+	if d, err := l.DWARF(); d != nil || err != nil {
+		t.Errorf("DWARF of a build without -g: %v, %v; want nil, nil", d, err)
+	}
+}
