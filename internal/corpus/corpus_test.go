@@ -54,6 +54,8 @@ type spec struct {
 	// takes its symbols from the unstripped original.
 	Strip  bool     `json:"strip"`
 	LDLibs []string `json:"ldlibs"` // libraries every link adds (-lm)
+	// LDFlags are linker options every link adds (-Wl,-z,now).
+	LDFlags []string `json:"ldflags"`
 	// Deps are sources of libdep.so, a library the program links and the
 	// fix does not touch.
 	Deps []string `json:"deps"`
@@ -418,7 +420,7 @@ func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 		linker = "g++"
 	}
 	origDir := filepath.Join(work, "orig")
-	libs := s.LDLibs
+	libs := slices.Concat(s.LDFlags, s.LDLibs)
 	if len(s.Deps) > 0 {
 		var depObjs []string
 		for _, src := range s.Deps {

@@ -311,7 +311,7 @@ func makefile(s *spec) string {
 		}
 		return strings.Join(o, " ")
 	}
-	libs := strings.Join(s.LDLibs, " ")
+	libs := strings.Join(slices.Concat(s.LDFlags, s.LDLibs), " ")
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by the corpus runner: the case's sources as a make project.\n")
 	fmt.Fprintf(&b, "FLAGS = %s\nMODULE_FLAGS = %s\nEXE_FLAGS = %s\n\n", strings.Join(cflags, " "), model, exeModel)
