@@ -195,6 +195,9 @@ func openAll(data []byte) (*File, error) {
 	for _, s := range syms {
 		_, _ = f.ReadAt(s.Value, s.Size)
 	}
+	_, _, _ = f.TLSSegment()
+	_ = f.HasInterp()
+	_, _ = f.DWARF()
 	return f, nil
 }
 
