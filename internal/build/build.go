@@ -272,20 +272,20 @@ func (b *builder) indexGlobals(u *unit) error {
 	return nil
 }
 
-// changedElsewhere reports whether a unit before u already replaces the
+// changedElsewhere finds a unit before u that already replaces the
 // function called name.
-func (b *builder) changedElsewhere(u *unit, name string) bool {
+func (b *builder) changedElsewhere(u *unit, name string) (*unit, *elfx.Symbol) {
 	for _, o := range b.units {
 		if o == u {
-			return false
+			break
 		}
 		for _, c := range o.changed {
 			if c.Name == name {
-				return true
+				return o, c
 			}
 		}
 	}
-	return false
+	return nil, nil
 }
 
 // checkAnyChange refuses a build that would patch nothing.
@@ -597,10 +597,20 @@ func (b *builder) diff(u *unit) error {
 		if bytes.Equal(oc, fc) && strings.Join(orels, "\n") == strings.Join(frels, "\n") {
 			continue
 		}
-		if fs.Bind == elf.STB_WEAK && b.changedElsewhere(u, fs.Name) {
-			// An inline function or template instantiation several files
-			// emit: the linker kept one copy, which one site replaces.
-			continue
+		if fs.Bind == elf.STB_WEAK {
+			if o, of := b.changedElsewhere(u, fs.Name); of != nil {
+				// An inline function or template instantiation several
+				// files emit: the linker kept one copy, which one site
+				// replaces. The files must agree on its new code.
+				oc, orels, err := o.fixed.funcSignature(of)
+				if err != nil {
+					return err
+				}
+				if !bytes.Equal(oc, fc) || strings.Join(orels, "\n") != strings.Join(frels, "\n") {
+					return fmt.Errorf("%w: %s and %s compile the inline function or template %s to different code; the program can only have one: make the files agree (same definition, same flags)", ErrRefused, o.fixed.path, u.fixed.path, fs.Name)
+				}
+				continue
+			}
 		}
 		if err := b.checkEH(u, os, fs); err != nil {
 			return err

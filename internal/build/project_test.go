@@ -635,4 +635,10 @@ func TestTemplateInTwoFiles(t *testing.T) {
 	}
 	// weigh(10) = 45*3 -> 45*5, weigh(4) = 6*3 -> 6*5.
 	applyAndCheck(t, p.run(t, ""), res, map[string]string{"p_a": "136", "p_b": "20"}, map[string]string{"p_a": "226", "p_b": "32"})
+
+	// The two files disagree on the template's new code.
+	_, err = p.build(t, p.unit(t, "a.cc"), p.unit(t, "b.cc", "-DFIX2"))
+	if err == nil || !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "compile the inline function or template _Z5weighIlET_S0_ to different code") {
+		t.Fatalf("two versions of one template: %v; want a refusal naming it", err)
+	}
 }

@@ -4,7 +4,9 @@ template <typename T> __attribute__((noinline)) T weigh(T x)
 {
 	T s = 0;
 	for (T i = 0; i < x; i++)
-#ifdef FIX
+#if defined(FIX2)
+		s += i * 7;
+#elif defined(FIX)
 		s += i * 5;
 #else
 		s += i * 3;
