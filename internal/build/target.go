@@ -51,6 +51,8 @@ type target struct {
 	// plt lists, by symbol, the PLT entries (.plt, .plt.sec, .plt.got) that
 	// jump through that symbol's GOT slot.
 	plt map[string][]uint64
+	// Name indexes into syms and dynsyms (see index).
+	byName, dynByName, byStaticBase map[string][]int
 	// compilers are the "GCC: (...)" strings of .comment.
 	compilers []string
 }
@@ -238,14 +240,15 @@ func isDataOrFunc(s elfx.Symbol) bool {
 // unique in the file.
 func (t *target) lookup(name string, local bool, src fileRef) (elfx.Symbol, error) {
 	file := src.name
+	t.index()
 	if !local {
-		for _, s := range t.syms {
-			if s.Bind != elf.STB_LOCAL && isDataOrFunc(s) && s.BaseName() == name {
+		for _, i := range t.byName[name] {
+			if s := t.syms[i]; s.Bind != elf.STB_LOCAL && isDataOrFunc(s) {
 				return s, nil
 			}
 		}
-		for _, s := range t.dynsyms {
-			if s.Bind != elf.STB_LOCAL && isDataOrFunc(s) && s.BaseName() == name {
+		for _, i := range t.dynByName[name] {
+			if s := t.dynsyms[i]; s.Bind != elf.STB_LOCAL && isDataOrFunc(s) {
 				return s, nil
 			}
 		}
@@ -258,8 +261,8 @@ func (t *target) lookup(name string, local bool, src fileRef) (elfx.Symbol, erro
 		// Hidden globals (-fvisibility=hidden, visibility attributes) become
 		// local symbols when linked; accept one when its name is unique.
 		var hidden []elfx.Symbol
-		for _, s := range t.syms {
-			if s.Bind == elf.STB_LOCAL && isDataOrFunc(s) && s.Name == name {
+		for _, i := range t.byName[name] {
+			if s := t.syms[i]; s.Bind == elf.STB_LOCAL && isDataOrFunc(s) && s.Name == name {
 				hidden = append(hidden, s)
 			}
 		}
@@ -284,10 +287,10 @@ func (t *target) lookup(name string, local bool, src fileRef) (elfx.Symbol, erro
 		}
 		return elfx.Symbol{}, errNotInTarget
 	}
-	match := func(eq func(string) bool) []elfx.Symbol {
+	match := func(idx []int, eq func(string) bool) []elfx.Symbol {
 		var out []elfx.Symbol
-		for _, s := range t.syms {
-			if s.Bind == elf.STB_LOCAL && isDataOrFunc(s) && eq(s.Name) {
+		for _, i := range idx {
+			if s := t.syms[i]; s.Bind == elf.STB_LOCAL && isDataOrFunc(s) && eq(s.Name) {
 				out = append(out, s)
 			}
 		}
@@ -302,11 +305,11 @@ func (t *target) lookup(name string, local bool, src fileRef) (elfx.Symbol, erro
 		}
 		return out
 	}
-	c := inFile(match(func(n string) bool { return n == name }))
+	c := inFile(match(t.byName[name], func(n string) bool { return n == name }))
 	if len(c) == 0 {
 		base := staticLocalBase(name)
 		if base != name {
-			c = inFile(match(func(n string) bool { return staticLocalBase(n) == base && n != base }))
+			c = inFile(match(t.byStaticBase[base], func(n string) bool { return staticLocalBase(n) == base && n != base }))
 		}
 	}
 	switch len(c) {
@@ -316,6 +319,29 @@ func (t *target) lookup(name string, local bool, src fileRef) (elfx.Symbol, erro
 		return c[0], nil
 	}
 	return elfx.Symbol{}, fmt.Errorf("%w: %d static symbols named %s in source files named %s of %s, and the builder cannot tell which one the object means (several files of that name define the same static names); rename one of them", ErrRefused, len(c), name, file, t.path)
+}
+
+// index builds the name indexes lookup uses, once: big C++ programs have
+// millions of symbols and a build looks up thousands of names.
+func (t *target) index() {
+	if t.byName != nil {
+		return
+	}
+	t.byName, t.dynByName, t.byStaticBase = map[string][]int{}, map[string][]int{}, map[string][]int{}
+	for i, s := range t.syms {
+		t.byName[s.BaseName()] = append(t.byName[s.BaseName()], i)
+		if s.BaseName() != s.Name {
+			t.byName[s.Name] = append(t.byName[s.Name], i)
+		}
+		if s.Bind == elf.STB_LOCAL {
+			if b := staticLocalBase(s.Name); b != s.Name {
+				t.byStaticBase[b] = append(t.byStaticBase[b], i)
+			}
+		}
+	}
+	for i, s := range t.dynsyms {
+		t.dynByName[s.BaseName()] = append(t.dynByName[s.BaseName()], i)
+	}
 }
 
 // fileRef names a source file of the target: its name, and when several
