@@ -121,6 +121,14 @@ func openTarget(path, symbols string) (*target, error) {
 		return fail(err)
 	}
 	t.compilers = comments(f)
+	if len(t.compilers) == 0 && symbols != "" {
+		// Distributions strip .comment from the binary; the unstripped
+		// build or debug file may still have it.
+		if sf, err := elfx.Open(symbols); err == nil {
+			t.compilers = comments(sf)
+			sf.Close()
+		}
+	}
 	return t, nil
 }
 

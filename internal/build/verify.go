@@ -505,6 +505,13 @@ func (b *builder) causeHint(u *unit) string {
 	if len(objCC) > 0 && len(b.tgt.compilers) > 0 && !slices.Contains(b.tgt.compilers, objCC[0]) {
 		return fmt.Sprintf("different compiler: %s was compiled by %q but %s by %s; rebuild with the target's compiler", u.orig.path, objCC[0], b.tgt.name, quoteAll(b.tgt.compilers))
 	}
+	if len(b.tgt.compilers) == 0 {
+		cc := ""
+		if len(objCC) > 0 {
+			cc = fmt.Sprintf(" %s was compiled by %q;", u.orig.path, objCC[0])
+		}
+		return fmt.Sprintf("%s records no compiler (its .comment was stripped);%s check that the target was built by that compiler, from this source, with the same flags (-O level, -march/-mtune, -fPIC/-fPIE, -fcf-protection, -fstack-protector, -D defines)", b.tgt.name, cc)
+	}
 	cc := "the same compiler"
 	if len(objCC) > 0 {
 		cc = fmt.Sprintf("the same compiler (%q)", objCC[0])
