@@ -617,6 +617,15 @@ func TestVerifyOriginal(t *testing.T) {
 		{"other source", otherSrc, []string{"the rebuilt original does not match harness: function helper differs at offset", "the flags differ", "the source is not the one"}},
 		{"other compiler", otherCC, []string{"function helper differs", `different compiler`, `"GCC: (Other) 99.1.0"`, "rebuild with the target's compiler"}},
 	}
+	// A distribution's binary: .comment stripped.
+	noComment := filepath.Join(dir, "harness-nocomment")
+	if out, err := exec.Command("objcopy", "--remove-section", ".comment", fx.target, noComment).CombinedOutput(); err != nil {
+		t.Fatalf("objcopy: %v\n%s", err, out)
+	}
+	_, err = Build(context.Background(), Options{Target: noComment, Orig: otherSrc, Patched: fixed, ID: "x", Level: 1})
+	if err == nil || !strings.Contains(err.Error(), "function helper differs") || !strings.Contains(err.Error(), "records no compiler (its .comment was stripped)") {
+		t.Errorf("target without .comment: %v; want the mismatch saying the compiler is unknown", err)
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			patched := fixed
