@@ -614,6 +614,7 @@ func TestVerifyOriginal(t *testing.T) {
 		want []string
 	}{
 		{"-O1 objects for an -O2 target", fx.object(t, "o1.o", "-O1"), []string{"function classify", "the flags differ"}},
+		{"-march=skylake objects", fx.object(t, "march.o", "-march=skylake"), []string{"the rebuilt original does not match harness: function", "the flags differ"}},
 		{"other source", otherSrc, []string{"the rebuilt original does not match harness: function helper differs at offset", "the flags differ", "the source is not the one"}},
 		{"other compiler", otherCC, []string{"function helper differs", `different compiler`, `"GCC: (Other) 99.1.0"`, "rebuild with the target's compiler"}},
 	}
@@ -631,6 +632,9 @@ func TestVerifyOriginal(t *testing.T) {
 			patched := fixed
 			if strings.HasPrefix(c.name, "-O1") {
 				patched = fx.object(t, "o1-fixed.o", "-O1", "-DFIX")
+			}
+			if strings.HasPrefix(c.name, "-march") {
+				patched = fx.object(t, "march-fixed.o", "-march=skylake", "-DFIX")
 			}
 			_, err := Build(context.Background(), Options{Target: fx.target, Orig: c.orig, Patched: patched, ID: "x", Level: 1})
 			if err == nil || !errors.Is(err, ErrRefused) {
