@@ -1188,7 +1188,12 @@ func (b *builder) addFixup(at uint64, kind bundle.FixupKind, addend int64) {
 }
 
 func (b *builder) notImported(u *unit, sec int, name string) error {
-	return fmt.Errorf("%w: %s now calls %s, which %s does not import; a hot patch cannot add a new library dependency: call something the target already uses, or ship the fix as a restart update", ErrRefused, b.owner(u, sec), name, b.tgt.name)
+	hint := ""
+	switch name {
+	case "memset", "memcpy", "memmove", "memcmp", "strlen":
+		hint = fmt.Sprintf(" (gcc may emit %s for a loop or a struct copy the source does not spell out; -fno-tree-loop-distribute-patterns or a volatile access keeps the loop)", name)
+	}
+	return fmt.Errorf("%w: %s now calls %s, which %s does not import%s; a hot patch cannot add a new library dependency: call something the target already uses, or ship the fix as a restart update", ErrRefused, b.owner(u, sec), name, b.tgt.name, hint)
 }
 
 // relocateTLS links a reference to a thread-local variable the module
