@@ -1191,7 +1191,7 @@ func (b *builder) notImported(u *unit, sec int, name string) error {
 	hint := ""
 	switch name {
 	case "memset", "memcpy", "memmove", "memcmp", "strlen":
-		hint = fmt.Sprintf(" (gcc may emit %s for a loop or a struct copy the source does not spell out; -fno-tree-loop-distribute-patterns or a volatile access keeps the loop)", name)
+		hint = fmt.Sprintf(" (gcc may emit %s for a loop or a struct copy the source does not spell out; writing through a volatile pointer keeps the loop)", name)
 	}
 	return fmt.Errorf("%w: %s now calls %s, which %s does not import%s; a hot patch cannot add a new library dependency: call something the target already uses, or ship the fix as a restart update", ErrRefused, b.owner(u, sec), name, b.tgt.name, hint)
 }
