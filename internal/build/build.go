@@ -667,9 +667,17 @@ func (b *builder) unchangedConst(u *unit, sec int) (elfx.Symbol, bool) {
 		}
 		if t.Defined() && t.Section < elf.SHN_LORESERVE {
 			switch u.fixed.kind(int(t.Section)) {
-			case secText, secCold:
-				if _, changed := u.placed[int(t.Section)]; changed || u.fixed.kind(int(t.Section)) == secCold {
-					return elfx.Symbol{}, false
+			case secCold:
+				return elfx.Symbol{}, false
+			case secText:
+				// A pointer to a changed function's entry is fine: the old
+				// entry jumps to the new code. A label inside it (a
+				// computed-goto table) must point into the new code.
+				if _, changed := u.placed[int(t.Section)]; changed {
+					entry := u.fixed.secDef[int(t.Section)]
+					if entry == nil || int64(t.Value)+r.Addend != int64(entry.Value) || t.Type == elf.STT_SECTION && r.Addend != int64(entry.Value) {
+						return elfx.Symbol{}, false
+					}
 				}
 			}
 		}

@@ -520,18 +520,19 @@ func TestConstantTablesWithAddresses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := changedSet(res); got != "level_name,run,score" {
-				t.Errorf("changed %s; want level_name, run and score", got)
+			if got := changedSet(res); got != "level_name,run,same_ops,score" {
+				t.Errorf("changed %s; want level_name, run, same_ops and score", got)
 			}
 			for _, d := range res.Rodata {
-				if strings.Contains(d.Name, "weights") {
-					t.Errorf("the unchanged weights table was copied (%s); new code must use the target's", d.Name)
+				if strings.Contains(d.Name, "weights") || strings.Contains(d.Name, "score_ops") {
+					t.Errorf("the unchanged table %s was copied; new code must use the target's", d.Name)
 				}
 			}
 			// level 3: "?" before the fix, "error" after; interp: ((1+3)*2+3)-1 = 10 -> ((1+4)*2+4)-1 = 13;
 			// score: weights[5] = 9, plus 1 when the address compares equal.
-			applyAndCheck(t, p.run(t, ""), res, map[string]string{"level": "63", "interp": "10", "score": "10"},
-				map[string]string{"level": "101", "interp": "13", "score": "91"})
+			// same_ops: the table's address compares equal to the one old code stored.
+			applyAndCheck(t, p.run(t, ""), res, map[string]string{"level": "63", "interp": "10", "score": "10", "same_ops": "11"},
+				map[string]string{"level": "101", "interp": "13", "score": "91", "same_ops": "12"})
 		})
 	}
 }

@@ -58,8 +58,26 @@ __attribute__((noipa)) long score(void)
 #endif
 }
 
+/* An unchanged table of function pointers, one to the changed score():
+ * new code must use the target's table, whose address old code knows. */
+struct ops {
+	long (*run)(void);
+	const char *name;
+};
+static const struct ops score_ops = {score, "score"};
+const struct ops *volatile current_ops = &score_ops;
+
+__attribute__((noipa)) long same_ops(void)
+{
+#ifdef FIX
+	return (current_ops == &score_ops) * 10 + 2;
+#else
+	return (current_ops == &score_ops) * 10 + 1;
+#endif
+}
+
 struct entry {
 	const char *name;
 	long (*fn)(void);
 };
-const struct entry entries[] = {{"level", level}, {"interp", interp}, {"score", score}, {0, 0}};
+const struct entry entries[] = {{"level", level}, {"interp", interp}, {"score", score}, {"same_ops", same_ops}, {0, 0}};
