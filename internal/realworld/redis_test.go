@@ -50,7 +50,7 @@ func dialRedis(addr string) (*resp, error) {
 }
 
 // do sends a command and returns the reply: "+OK", "-ERR ...", ":1",
-// "$value" for a bulk string, "$nil" for a null one.
+// "$value" for a bulk string, "$nil" for a null one, "*N" for an array.
 func (r *resp) do(args ...string) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "*%d\r\n", len(args))
@@ -61,6 +61,11 @@ func (r *resp) do(args ...string) (string, error) {
 	if _, err := r.c.Write([]byte(b.String())); err != nil {
 		return "", err
 	}
+	return r.reply()
+}
+
+// reply reads one reply; an array reads as "*N" after its elements.
+func (r *resp) reply() (string, error) {
 	line, err := r.r.ReadString('\n')
 	if err != nil {
 		return "", err
@@ -85,6 +90,17 @@ func (r *resp) do(args ...string) (string, error) {
 			return "", err
 		}
 		return "$" + string(buf[:n]), nil
+	case '*':
+		n, err := strconv.Atoi(line[1:])
+		if err != nil {
+			return "", fmt.Errorf("bad array length %q", line)
+		}
+		for i := 0; i < n; i++ {
+			if _, err := r.reply(); err != nil {
+				return "", err
+			}
+		}
+		return line, nil
 	}
 	return "", fmt.Errorf("unexpected reply %q", line)
 }
@@ -193,6 +209,9 @@ func TestRedisCVE2024_51741(t *testing.T) {
 	t.Logf("%d requests (SET, GET, ACL SETUSER) from %d clients during the patch, none failed", 3*n, redisClients)
 
 	expect("after apply (fixed)", fixed, exploit...)
+	// The vulnerable server aborts here once it has stored a "%" selector
+	// ("Invalid key pattern flag detected"); the fixed one never stores it.
+	expect("after apply", fmt.Sprintf("*%d", 1+redisClients), "ACL", "LIST") // default and the load users
 	expect("after apply", "+OK", "ACL", "SETUSER", "rw-user", "on", "nopass", "%RW~app:*", "+@all")
 
 	rpause := revert(t, id, srv.Process.Pid)
