@@ -204,6 +204,8 @@ type unit struct {
 	placed  map[int]uint64                // fixed section index -> offset in code
 	bound   map[int]elfx.Symbol           // fixed constant section -> the target's copy
 	dataMap map[*elfx.Symbol]*elfx.Symbol // fixed variable -> orig variable
+	// clonePairs caches origFunc's pairing of several clones of one kind.
+	clonePairs map[string]map[*elfx.Symbol]*elfx.Symbol
 }
 
 // origFunc finds the orig function (or cold fragment) that fixed function fs
@@ -218,24 +220,85 @@ func (u *unit) origFunc(fs *elfx.Symbol) (*elfx.Symbol, error) {
 		}
 		return nil, nil
 	}
-	// Several clones of one kind: gcc's numbers tell them apart only when
-	// both builds have the same ones.
-	same := len(os) == len(fx)
-	for _, f := range fx {
-		found := false
-		for _, o := range os {
-			found = found || o.Name == f.Name
-		}
-		same = same && found
+	if u.clonePairs == nil {
+		u.clonePairs = map[string]map[*elfx.Symbol]*elfx.Symbol{}
 	}
-	if same {
+	pairs, ok := u.clonePairs[key]
+	if !ok {
+		var err error
+		if pairs, err = u.pairClones(os, fx); err != nil {
+			return nil, fmt.Errorf("%w: gcc made several %s clones (%s in %s, %s in %s), numbered differently, and the builder cannot tell which is which; change the fix so gcc clones the same way (for example mark the function noclone), or ship a restart update", ErrRefused, key, symNames(os), u.orig.path, symNames(fx), u.fixed.path)
+		}
+		u.clonePairs[key] = pairs
+	}
+	return pairs[fs], nil
+}
+
+// pairClones pairs several clones of one kind of one function across the
+// two builds: an unchanged clone with its identical twin, then the rest by
+// elimination (one left on each side), or by gcc's numbers when both
+// builds have the same ones left. A fixed clone without a pair is new.
+func (u *unit) pairClones(os, fx []*elfx.Symbol) (map[*elfx.Symbol]*elfx.Symbol, error) {
+	sig := func(o *object, s *elfx.Symbol) string {
+		code, rels, err := o.funcSignature(s)
+		if err != nil {
+			return "?" + s.Name
+		}
+		return string(code) + "\x00" + strings.Join(rels, "\n")
+	}
+	pairs := map[*elfx.Symbol]*elfx.Symbol{}
+	used := map[*elfx.Symbol]bool{}
+	osig := map[*elfx.Symbol]string{}
+	for _, o := range os {
+		osig[o] = sig(u.orig, o)
+	}
+	for _, f := range fx {
+		fsig := sig(u.fixed, f)
+		var twins []*elfx.Symbol
 		for _, o := range os {
-			if o.Name == fs.Name {
-				return o, nil
+			if !used[o] && osig[o] == fsig {
+				twins = append(twins, o)
 			}
 		}
+		if len(twins) == 1 {
+			pairs[f] = twins[0]
+			used[twins[0]] = true
+		}
 	}
-	return nil, fmt.Errorf("%w: gcc made several %s clones (%s in %s, %s in %s), numbered differently, and the builder cannot tell which is which; change the fix so gcc clones the same way (for example mark the function noclone), or ship a restart update", ErrRefused, key, symNames(os), u.orig.path, symNames(fx), u.fixed.path)
+	var lf, lo []*elfx.Symbol
+	for _, f := range fx {
+		if pairs[f] == nil {
+			lf = append(lf, f)
+		}
+	}
+	for _, o := range os {
+		if !used[o] {
+			lo = append(lo, o)
+		}
+	}
+	switch {
+	case len(lf) == 0:
+	case len(lo) == 0:
+		// Only new clones left.
+	case len(lf) == 1 && len(lo) == 1:
+		pairs[lf[0]] = lo[0]
+	default:
+		byName := map[string]*elfx.Symbol{}
+		for _, o := range lo {
+			byName[o.Name] = o
+		}
+		if len(lf) != len(lo) {
+			return nil, errors.New("unpaired clones")
+		}
+		for _, f := range lf {
+			o := byName[f.Name]
+			if o == nil {
+				return nil, errors.New("unpaired clones")
+			}
+			pairs[f] = o
+		}
+	}
+	return pairs, nil
 }
 
 func symNames(ss []*elfx.Symbol) string {

@@ -643,3 +643,33 @@ func TestTemplateInTwoFiles(t *testing.T) {
 		t.Fatalf("two versions of one template: %v; want a refusal naming it", err)
 	}
 }
+
+// TestRenumberedClonesPaired pairs two clones of one kind whose numbers
+// gcc swapped in the fixed build: the unchanged one by its identical code,
+// the changed one by elimination, each at its own site.
+func TestRenumberedClonesPaired(t *testing.T) {
+	p := newProject(t, "clonepair", []string{"-O2", "-fPIE", "-pie"}, "s.c")
+	rename := func(path string, pairs ...string) {
+		t.Helper()
+		var args []string
+		for i := 0; i < len(pairs); i += 2 {
+			args = append(args, "--redefine-sym", pairs[i]+"="+pairs[i+1])
+		}
+		if out, err := exec.Command("objcopy", append(args, path)...).CombinedOutput(); err != nil {
+			t.Fatalf("objcopy: %v\n%s", err, out)
+		}
+	}
+	u := p.unit(t, "s.c")
+	rename(p.target, "sa", "pick.constprop.0", "sb", "pick.constprop.1")
+	rename(u.Orig, "sa", "pick.constprop.0", "sb", "pick.constprop.1")
+	rename(u.Patched, "sa", "pick.constprop.1", "sb", "pick.constprop.0")
+	res, err := p.build(t, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := symAddr(t, targetSymbols(t, p.target), "pick.constprop.0", "s.c")
+	if len(res.Changed) != 1 || res.Changed[0].Name != "pick.constprop.1" || res.Changed[0].Site != want {
+		t.Fatalf("changed %+v; want fixed.o's pick.constprop.1 at the target's pick.constprop.0 (%#x)", res.Changed, want)
+	}
+	applyAndCheck(t, p.run(t, ""), res, map[string]string{"use_a": "315", "use_b": "94"}, map[string]string{"use_a": "495", "use_b": "94"})
+}
