@@ -448,12 +448,12 @@ func (b *builder) checkData(u *unit) error {
 		}
 		if os == nil {
 			if fs.Type == elf.STT_TLS || u.fixed.kind(int(fs.Section)) == secTLS {
-				return fmt.Errorf("%w: fixed.o adds the thread-local variable %s; a hot patch cannot add TLS to running threads; keep the state elsewhere (a shadow variable keyed by thread)", ErrRefused, fs.Name)
+				return fmt.Errorf("%w: the fix of %s adds the thread-local variable %s; a hot patch cannot add TLS to running threads; keep the state elsewhere (a shadow variable keyed by thread)", ErrRefused, u.name, fs.Name)
 			}
 			if _, err := b.tgt.lookup(fs.Name, fs.Bind == elf.STB_LOCAL, u.src); err == nil {
 				continue
 			}
-			return fmt.Errorf("%w: fixed.o adds the writable variable %s, which the running processes do not have; a hot patch cannot add writable data: keep the new state in a shadow variable (allocated on first use by the new code)", ErrRefused, fs.Name)
+			return fmt.Errorf("%w: the fix of %s adds the writable variable %s, which the running processes do not have; a hot patch cannot add writable data: keep the new state in a shadow variable (allocated on first use by the new code)", ErrRefused, u.name, fs.Name)
 		}
 		if os.Size != fs.Size {
 			return fmt.Errorf("%w: %s changes size from %d to %d bytes; running processes keep the old layout; keep the old variable and put new fields in a shadow variable", ErrRefused, describeVar(u.fixed, fs), os.Size, fs.Size)
