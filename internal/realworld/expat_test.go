@@ -25,6 +25,7 @@ var expatProject = project{
 	target:  "expat/lib/.libs/libexpat.so.1.8.10",
 	debPkg:  "libexpat1",
 	cve:     "CVE-2024-45490",
+	tools:   []string{"autoreconf", "libtoolize"},
 	changed: []string{"XML_ParseBuffer"},
 }
 

@@ -186,7 +186,11 @@ type project struct {
 	debPkg  string // Debian binary package that ships the target
 	cve     string
 	changed []string // functions the builder must name as changed
+	tools   []string // programs the preparation and the build need besides make, patch and dpkg-dev
 }
+
+// baseTools are the programs every walk-through needs besides gcc.
+var baseTools = []string{"make", "patch", "dpkg-buildflags", "dpkg-architecture"}
 
 // walk is one project prepared in a test's directory.
 type walk struct {
@@ -205,6 +209,11 @@ func setup(t *testing.T, p project) *walk {
 	t.Helper()
 	testenv.NeedRoot(t)
 	testenv.NeedGCC(t)
+	for _, tool := range append(append([]string{}, baseTools...), p.tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing(t, "the %s walk-through needs %s: %v", p.pkg, tool, err)
+		}
+	}
 	tree, version := source(t, p.pkg)
 	dir := t.TempDir()
 	w := &walk{p: p, dir: dir, src: filepath.Join(dir, "src"), prod: filepath.Join(dir, "prod"),

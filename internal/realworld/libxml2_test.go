@@ -25,6 +25,7 @@ var libxml2Project = project{
 	target:  ".libs/libxml2.so.2.9.14",
 	debPkg:  "libxml2",
 	cve:     "CVE-2025-6021",
+	tools:   []string{"autoreconf", "libtoolize"},
 	changed: []string{"xmlBuildQName__internal_alias"},
 }
 
