@@ -187,6 +187,7 @@ func TestCorpus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			needTools(t, s.tools("patch")...)
 			if s.Mode == "source" {
 				t.Skip("judged by the --source driver only (TestCorpusSource)")
 			}
@@ -194,6 +195,32 @@ func TestCorpus(t *testing.T) {
 			defer func() { <-sem }()
 			runCase(t, name, dir, s)
 		})
+	}
+}
+
+// tools are the programs besides gcc that building the case runs.
+func (s *spec) tools(base ...string) []string {
+	out := slices.Clone(base)
+	if s.Lang == "c++" {
+		out = append(out, "g++")
+	}
+	if s.Strip {
+		out = append(out, "strip", "objcopy")
+	}
+	return out
+}
+
+// needTools is testenv's policy for more build tools: outside CI a missing
+// one skips the test, in CI it fails it.
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if testenv.InCI() {
+				t.Fatalf("CI=true but the test needs %s: %v", tool, err)
+			}
+			t.Skipf("the test needs %s: %v", tool, err)
+		}
 	}
 }
 

@@ -83,16 +83,11 @@ func TestCorpusSource(t *testing.T) {
 			t.Parallel()
 			testenv.NeedRoot(t)
 			testenv.NeedGCC(t)
-			if _, err := exec.LookPath("make"); err != nil {
-				if testenv.InCI() {
-					t.Fatalf("CI=true but make is missing: %v", err)
-				}
-				t.Skipf("the test needs make: %v", err)
-			}
 			s, err := loadSpec(dir)
 			if err != nil {
 				t.Fatal(err)
 			}
+			needTools(t, s.tools("make", "patch")...)
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			runSourceCase(t, name, dir, s)
