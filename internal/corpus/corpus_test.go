@@ -50,6 +50,9 @@ type spec struct {
 	// "nopie" (then the library's exported variables it uses are copied
 	// into it).
 	MainLink string `json:"main_link"`
+	// DLOpen: the executable does not link the shared module but loads it
+	// with dlopen (from its own directory) when it starts, as a plugin.
+	DLOpen bool `json:"dlopen"`
 	// Strip ships the executable stripped, as distributions do; the build
 	// takes its symbols from the unstripped original.
 	Strip  bool     `json:"strip"`
@@ -108,6 +111,9 @@ func (s *spec) validate() error {
 	}
 	if s.MainLink != "" && (s.Link != "shared" || (s.MainLink != "pie" && s.MainLink != "nopie")) {
 		return fmt.Errorf("main_link %q: want pie or nopie, and only for a shared module", s.MainLink)
+	}
+	if s.DLOpen && s.Link != "shared" {
+		return errors.New("dlopen: only a shared module can be loaded as a plugin")
 	}
 	if s.Strip && s.Link == "shared" {
 		return errors.New("strip: only executables are shipped stripped in the corpus")
@@ -478,7 +484,11 @@ func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 		}
 		mainObjs, mainUnits := compileBoth(s.Main, exeFlags)
 		cb.prog = filepath.Join(origDir, "prog")
-		run(t, origDir, linker, slices.Concat([]string{exeLD}, mainObjs, []string{driverObj, "-L", origDir, "-lcase", "-Wl,-rpath," + origDir, "-o", cb.prog}, libs)...)
+		linkLib := []string{"-L", origDir, "-lcase", "-Wl,-rpath," + origDir}
+		if s.DLOpen {
+			linkLib = nil
+		}
+		run(t, origDir, linker, slices.Concat([]string{exeLD}, mainObjs, []string{driverObj}, linkLib, []string{"-o", cb.prog}, libs)...)
 		if len(mainUnits) > 0 {
 			cb.modules = append(cb.modules, caseModule{target: cb.prog, units: mainUnits})
 		}
@@ -546,6 +556,7 @@ func TestBadCaseFiles(t *testing.T) {
 		{`{` + base + `, "link": "pie", "main": ["m.c"], "before": ["x"], "after": ["y"], "reverted": ["x"]}`, "main lists the executable's sources of a shared module"},
 		{`{` + base + `, "link": "pie", "main_link": "nopie", "before": ["x"], "after": ["y"], "reverted": ["x"]}`, `main_link "nopie"`},
 		{`{` + base + `, "link": "shared", "main": ["m.c"], "strip": true, "before": ["x"], "after": ["y"], "reverted": ["x"]}`, "strip: only executables"},
+		{`{` + base + `, "link": "pie", "dlopen": true, "before": ["x"], "after": ["y"], "reverted": ["x"]}`, "dlopen: only a shared module"},
 		{`{"kind": "k", "proves": "p", "link": "pie", "sources": [], "before": ["x"], "after": ["y"], "reverted": ["x"]}`, "sources is empty"},
 		{`{"kind": "k", "link": "pie", "sources": ["a.c"], "refuse": "f"}`, "kind and proves are required"},
 		{`{` + base + `, "link": "pie", "mode": "cli", "refuse": "f"}`, `mode "cli"`},

@@ -317,8 +317,13 @@ func makefile(s *spec) string {
 	}
 	switch s.Link {
 	case "shared":
-		fmt.Fprintf(&b, "prog: %s corpus_driver.o libcase.so %s\n\t%s %s %s corpus_driver.o -L. -lcase -Wl,-rpath,'$$ORIGIN' %s -o $@\n\n",
-			objs(s.Main), deps, linker, ldflags, objs(s.Main), libs)
+		linkLib := "-L. -lcase -Wl,-rpath,'$$ORIGIN'"
+		if s.DLOpen {
+			linkLib = ""
+			fmt.Fprintf(&b, "all: prog libcase.so\n\n")
+		}
+		fmt.Fprintf(&b, "prog: %s corpus_driver.o libcase.so %s\n\t%s %s %s corpus_driver.o %s %s -o $@\n\n",
+			objs(s.Main), deps, linker, ldflags, objs(s.Main), linkLib, libs)
 		fmt.Fprintf(&b, "libcase.so: %s %s\n\t%s -shared %s %s -o $@\n\n", objs(s.Sources), deps, linker, objs(s.Sources), libs)
 		for _, src := range s.Main {
 			fmt.Fprintf(&b, "%s: EXTRA = $(EXE_FLAGS)\n", objs([]string{src}))
