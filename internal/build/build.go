@@ -1028,19 +1028,7 @@ func (b *builder) resolve(u *unit, sec int, r elfx.Reloc) (resolved, error) {
 			}
 			return resolved{}, err
 		}
-		if slot, ok := b.tgt.irelative[ts.Value]; ok {
-			return resolved{name: s.Name, isFunc: true, ifuncSlot: slot}, nil
-		}
-		if s.Bind != elf.STB_LOCAL {
-			// An exported IFUNC of a shared library: its own GOT slot.
-			if slot, ok := b.tgt.jmpSlot[s.Name]; ok {
-				return resolved{name: s.Name, isFunc: true, ifuncSlot: slot}, nil
-			}
-			if slot, ok := b.tgt.globDat[s.Name]; ok {
-				return resolved{name: s.Name, isFunc: true, ifuncSlot: slot}, nil
-			}
-		}
-		return resolved{}, fmt.Errorf("%w: %s calls the IFUNC %s, but %s has no GOT slot resolved for it (no IRELATIVE relocation for its resolver at %#x); call one implementation directly", ErrRefused, b.owner(u, sec), s.Name, b.tgt.name, ts.Value)
+		return b.resolveIFunc(u, sec, s.Name, ts)
 	}
 	if s.Section == elf.SHN_ABS {
 		return resolved{vaddr: s.Value, name: s.Name}, nil
@@ -1057,8 +1045,12 @@ func (b *builder) resolve(u *unit, sec int, r elfx.Reloc) (resolved, error) {
 		}
 		isFunc := s.Type == elf.STT_FUNC || r.Type == elf.R_X86_64_PLT32
 		ts, err := b.tgt.lookup(s.Name, false, fileRef{})
+		if err == nil && ts.Type == elf.STT_GNU_IFUNC {
+			// Another file's IFUNC, or libc's inside a static executable.
+			return b.resolveIFunc(u, sec, s.Name, ts)
+		}
 		if err == nil {
-			return resolved{vaddr: ts.Value, name: s.Name, isFunc: ts.Type == elf.STT_FUNC || ts.Type == elf.STT_GNU_IFUNC, global: true}, nil
+			return resolved{vaddr: ts.Value, name: s.Name, isFunc: ts.Type == elf.STT_FUNC, global: true}, nil
 		}
 		if _, ok := b.tgt.jmpSlot[s.Name]; ok {
 			isFunc = true
@@ -1129,6 +1121,24 @@ func (b *builder) resolve(u *unit, sec int, r elfx.Reloc) (resolved, error) {
 		return resolved{}, fmt.Errorf("%w: %s uses the thread-local variable %s; TLS references are not supported in hot patches", ErrRefused, b.owner(u, sec), s.Name)
 	}
 	return resolved{}, fmt.Errorf("%w: %s refers to section %s, which is not loaded at run time", ErrRefused, b.owner(u, sec), u.fixed.secName(tsec))
+}
+
+// resolveIFunc binds a call to an IFUNC the target defines (ts, whose
+// address is the resolver's) to the GOT slot the loader fills with the
+// chosen implementation: its IRELATIVE slot, or an exported IFUNC's own slot.
+func (b *builder) resolveIFunc(u *unit, sec int, name string, ts elfx.Symbol) (resolved, error) {
+	if slot, ok := b.tgt.irelative[ts.Value]; ok {
+		return resolved{name: name, isFunc: true, ifuncSlot: slot}, nil
+	}
+	if ts.Bind != elf.STB_LOCAL {
+		if slot, ok := b.tgt.jmpSlot[name]; ok {
+			return resolved{name: name, isFunc: true, ifuncSlot: slot}, nil
+		}
+		if slot, ok := b.tgt.globDat[name]; ok {
+			return resolved{name: name, isFunc: true, ifuncSlot: slot}, nil
+		}
+	}
+	return resolved{}, fmt.Errorf("%w: %s calls the IFUNC %s, but %s has no GOT slot resolved for it (no IRELATIVE relocation for its resolver at %#x); call one implementation directly", ErrRefused, b.owner(u, sec), name, b.tgt.name, ts.Value)
 }
 
 // objectAt finds the variable covering the byte a relocation points at.

@@ -673,3 +673,21 @@ func TestRenumberedClonesPaired(t *testing.T) {
 	}
 	applyAndCheck(t, p.run(t, ""), res, map[string]string{"use_a": "315", "use_b": "94"}, map[string]string{"use_a": "495", "use_b": "94"})
 }
+
+// TestStaticExecutable patches a -static-pie program: calls to libc's
+// IFUNCs, an existing one (strchr) and a new one (strlen), go through the
+// program's own IRELATIVE slots, never to the resolvers.
+func TestStaticExecutable(t *testing.T) {
+	p := newProject(t, "static", []string{"-O2", "-fPIE", "-static-pie"}, "n.c")
+	res, err := p.build(t, p.unit(t, "n.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if changedSet(res) != "valid_name" || res.Verified != 1 {
+		t.Fatalf("changed %s, verified %d; want valid_name, verified", changedSet(res), res.Verified)
+	}
+	if len(res.Stubs) < 2 {
+		t.Errorf("stubs %v; want strchr and strlen through their IRELATIVE slots", res.Stubs)
+	}
+	applyAndCheck(t, p.run(t, ""), res, map[string]string{"valid_name": "1"}, map[string]string{"valid_name": "0"})
+}

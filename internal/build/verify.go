@@ -323,6 +323,12 @@ func (b *builder) expected(u *unit, r elfx.Reloc) (addrs []uint64, name string, 
 		ts, err := b.tgt.lookup(s.Name, false, fileRef{})
 		if err == nil {
 			addrs = append(addrs, ts.Value)
+			if ts.Type == elf.STT_GNU_IFUNC {
+				// Calls reach the PLT entry of the slot the resolver fills.
+				if slot, ok := b.tgt.irelative[ts.Value]; ok {
+					addrs = append(addrs, b.tgt.pltBySlot[slot]...)
+				}
+			}
 		} else if !errors.Is(err, errNotInTarget) {
 			return nil, s.Name, false, nil
 		}
@@ -469,10 +475,8 @@ func (b *builder) checkSlot(u *unit, r elfx.Reloc, off, slot uint64) (*mismatch,
 	if a, ok := b.tgt.jmpSlot[name]; ok && a == slot {
 		return nil, nil
 	}
-	if s.Type == elf.STT_GNU_IFUNC {
-		if ts, err := b.tgt.lookup(s.Name, s.Bind == elf.STB_LOCAL, u.src); err == nil && b.tgt.irelative[ts.Value] == slot {
-			return nil, nil
-		}
+	if ts, err := b.tgt.lookup(s.Name, s.Bind == elf.STB_LOCAL, u.src); err == nil && ts.Type == elf.STT_GNU_IFUNC && b.tgt.irelative[ts.Value] == slot {
+		return nil, nil
 	}
 	addrs, _, known, err := b.expected(u, r)
 	if err != nil {
