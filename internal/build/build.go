@@ -453,7 +453,7 @@ func (b *builder) checkData(u *unit) error {
 			if _, err := b.tgt.lookup(fs.Name, fs.Bind == elf.STB_LOCAL, u.src); err == nil {
 				continue
 			}
-			return fmt.Errorf("%w: the fix of %s adds the writable variable %s, which the running processes do not have; a hot patch cannot add writable data: keep the new state in a shadow variable (allocated on first use by the new code)", ErrRefused, u.name, fs.Name)
+			return fmt.Errorf("%w: the fix of %s adds %s, which the running processes do not have; a hot patch cannot add writable data: keep the new state in a shadow variable (allocated on first use by the new code)", ErrRefused, u.name, writableVar(u.fixed, fs))
 		}
 		if os.Size != fs.Size {
 			return fmt.Errorf("%w: %s changes size from %d to %d bytes; running processes keep the old layout; keep the old variable and put new fields in a shadow variable", ErrRefused, describeVar(u.fixed, fs), os.Size, fs.Size)
@@ -485,6 +485,16 @@ func describeVar(o *object, v *elfx.Symbol) string {
 		return fmt.Sprintf("the static variable %s (%s)", base, v.Name)
 	}
 	return fmt.Sprintf("the static variable %s in %s (%s)", base, strings.Join(users, ", "), v.Name)
+}
+
+// writableVar is describeVar with "writable": "the writable variable x",
+// "the writable static variable seen in allow() (seen.0)".
+func writableVar(o *object, v *elfx.Symbol) string {
+	d := describeVar(o, v)
+	if strings.HasPrefix(d, "variable ") {
+		return "the writable " + d
+	}
+	return strings.Replace(d, "the static variable", "the writable static variable", 1)
 }
 
 // sameObject reports whether a data symbol of orig.o and its namesake in
