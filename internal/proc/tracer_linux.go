@@ -12,9 +12,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,6 +48,12 @@ const (
 	// CPUs) cannot delay the tracer while its threads are stopped, and far
 	// below the kernel's own real-time threads.
 	tracerRTPriority = 10
+	// stopCost is the first guess at how long one thread takes to reach
+	// its stop once interrupted, per CPU, when they queue for the CPUs;
+	// later sleeps follow the rate actually seen. maxStopSleep bounds one
+	// such sleep.
+	stopCost     = 12 * time.Microsecond
+	maxStopSleep = 200 * time.Microsecond
 	// zombieCheckAfter is how long a stop may be awaited before threads are
 	// checked for having become zombies (which never stop): running threads
 	// stop within microseconds, and the check is costly.
@@ -98,6 +106,7 @@ func Attach(ctx context.Context, pid int) (*Tracer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("attach to pid %d: %w", pid, err)
 	}
+	quietStops()
 	mem, err := OpenMem(pid)
 	if err != nil {
 		return nil, fmt.Errorf("attach to pid %d: %w", pid, err)
@@ -404,6 +413,11 @@ func (t *Tracer) seize(tid int) (bool, error) {
 			}
 			return false, nil
 		}
+		// A process being killed refuses too, its threads possibly still
+		// traced by a tracer that has not yet reaped them.
+		if processDying(t.pid) {
+			return false, fmt.Errorf("stop pid %d: %w", t.pid, ExitedError{Pid: t.pid})
+		}
 		// A thread we still trace but lost track of (it failed to stop
 		// cleanly once) is adopted again rather than reported as foreign.
 		if tp, _ := strconv.Atoi(statusField(fmt.Sprintf("/proc/%d/task/%d/status", t.pid, tid), "TracerPid")); tp != 0 && tp == t.osTid {
@@ -557,9 +571,18 @@ func (t *Tracer) forget(tid int) {
 }
 
 // waitAllStopped waits until every seized thread is in a ptrace stop or gone.
+//
+// Each wake-up of the real-time tracer takes a CPU from the very threads
+// that must run to reach their stops, so when there are more threads to
+// stop than CPUs it sleeps as long as the stops are expected to take, from
+// the rate at which they have come so far (at first from stopCost a thread
+// and CPU), instead of waking for every stop. The kernel sends the tracer no
+// SIGCHLD for them (see quietStops), so nothing else wakes it.
 func (t *Tracer) waitAllStopped(ctx context.Context) error {
-	deadline := time.Now().Add(stopTimeout)
+	start := time.Now()
+	deadline := start.Add(stopTimeout)
 	p := poller{realtime: t.realtime}
+	collected := 0
 	for {
 		pending := 0
 		for _, th := range t.threads {
@@ -588,6 +611,7 @@ func (t *Tracer) waitAllStopped(ctx context.Context) error {
 		}
 		if wpid > 0 {
 			t.note(wpid, ws)
+			collected++
 			p.reset()
 			continue
 		}
@@ -614,6 +638,16 @@ func (t *Tracer) waitAllStopped(ctx context.Context) error {
 				}
 			}
 		}
+		if t.realtime && pending > numCPU && p.waited() < zombieCheckAfter {
+			var d time.Duration
+			if collected == 0 {
+				d = time.Duration((pending+numCPU-1)/numCPU) * stopCost
+			} else {
+				d = time.Since(start) * time.Duration(pending) / time.Duration(collected)
+			}
+			p.sleepFor(min(max(d, minPollSleep), maxStopSleep))
+			continue
+		}
 		p.wait()
 	}
 }
@@ -637,6 +671,16 @@ func (p *poller) waited() time.Duration {
 	return time.Since(p.start)
 }
 
+// sleepFor sleeps d on the calling thread (counting as waited).
+func (p *poller) sleepFor(d time.Duration) {
+	if p.start.IsZero() {
+		p.start = time.Now()
+	}
+	ts := unix.NsecToTimespec(d.Nanoseconds())
+	for unix.Nanosleep(&ts, &ts) == unix.EINTR {
+	}
+}
+
 func (p *poller) wait() {
 	if p.start.IsZero() {
 		p.start = time.Now()
@@ -648,14 +692,9 @@ func (p *poller) wait() {
 	p.sleep = min(max(2*p.sleep, minPollSleep), maxPollSleep)
 	// Sleep the locked OS thread itself: a Go timer would hand the wake-up
 	// to the runtime's scheduler, whose threads have normal priority.
-	// A tracee reaching its stop sends SIGCHLD to its tracer: to this very
-	// thread, which never blocks it (the Go runtime keeps SIGCHLD
-	// unblocked). nanosleep is never restarted after a signal handler, so
-	// the stop ends the sleep at once, as a blocking wait would, while the
-	// sleep's length still bounds the wait for deadlines. A stop that lands
-	// between the last wait4 and this sleep is found when the sleep ends.
 	ts := unix.NsecToTimespec(p.sleep.Nanoseconds())
-	unix.Nanosleep(&ts, nil)
+	for unix.Nanosleep(&ts, &ts) == unix.EINTR {
+	}
 }
 
 // raisePriority makes the tracer thread real-time (SCHED_FIFO) when the
@@ -880,3 +919,26 @@ func (t *Tracer) Close() error {
 	}
 	return err
 }
+
+// numCPU is how many CPUs the threads of a target can run on at once.
+var numCPU = max(runtime.NumCPU(), 1)
+
+// quietStops asks the kernel not to send hotfleet SIGCHLD when a tracee (or
+// child) stops: SA_NOCLDSTOP on the Go runtime's own SIGCHLD handler. Each
+// such signal would wake the real-time tracer thread, taking a CPU from the
+// threads that still have to reach their stops; wait4 still sees every stop,
+// and exits still send SIGCHLD. The Go runtime does not rely on stop
+// notifications. Done once, by the first Attach.
+var quietStops = sync.OnceFunc(func() {
+	// struct kernel_sigaction on x86-64: handler, flags, restorer, mask.
+	var act [4]uint64
+	const saNoCldStop = 1
+	if _, _, e := unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(unix.SIGCHLD), 0, uintptr(unsafe.Pointer(&act)), 8, 0, 0); e != 0 {
+		return
+	}
+	if act[1]&saNoCldStop != 0 {
+		return
+	}
+	act[1] |= saNoCldStop
+	unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(unix.SIGCHLD), uintptr(unsafe.Pointer(&act)), 0, 8, 0, 0)
+})
