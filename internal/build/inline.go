@@ -151,7 +151,7 @@ func (info *inlineInfo) readOwnLines(o *object, d *dwarf.Data) {
 			inlined[int(f.Section)] = append(inlined[int(f.Section)], rs...)
 		}
 	}
-	rows := map[int]map[string]bool{}
+	rows := map[int][]string{}
 	seq := 0
 	r := d.Reader()
 	for {
@@ -185,22 +185,19 @@ func (info *inlineInfo) readOwnLines(o *object, d *dwarf.Data) {
 			if in || e.File == nil {
 				continue
 			}
-			if rows[sec] == nil {
-				rows[sec] = map[string]bool{}
+			row := fmt.Sprintf("%s:%d", filepath.Base(e.File.Name), e.Line)
+			if rs := rows[sec]; len(rs) == 0 || rs[len(rs)-1] != row {
+				rows[sec] = append(rows[sec], row)
 			}
-			rows[sec][fmt.Sprintf("%s:%d", filepath.Base(e.File.Name), e.Line)] = true
 		}
 	}
 	if seq != len(seqSecs) {
 		return
 	}
-	for sec, set := range rows {
-		lines := make([]string, 0, len(set))
-		for l := range set {
-			lines = append(lines, l)
-		}
-		sort.Strings(lines)
-		info.own[sec] = strings.Join(lines, " ")
+	// In address order: a statement the fix adds shows up even when the
+	// driver's #line markers give it the number of an existing line.
+	for sec, rs := range rows {
+		info.own[sec] = strings.Join(rs, " ")
 	}
 }
 
@@ -211,6 +208,17 @@ func dwarfName(sym string) string {
 		return sym[:i]
 	}
 	return sym
+}
+
+// inlinedIntoUnchanged reports whether a function of the fixed object that
+// did not change holds an inlined copy of callee.
+func inlinedIntoUnchanged(u *unit, fi *inlineInfo, callee string, changed map[string]bool) bool {
+	for caller, callees := range fi.copies {
+		if _, ok := callees[callee]; ok && !changed[caller] {
+			return true
+		}
+	}
+	return false
 }
 
 // instanceBytes concatenates the bytes of code's ranges, for ranges that lie
@@ -254,6 +262,12 @@ func (b *builder) reportInlining() {
 				}
 				if len(u.fixed.byKey[c]) > 0 || oi == nil {
 					continue // has an out-of-line copy, which did not change
+				}
+				// Only inlined: changed if every function holding a copy
+				// of it changed (an unchanged holder proves its code did
+				// not), and this copy's bytes differ.
+				if inlinedIntoUnchanged(u, fi, c, changed) {
+					continue
 				}
 				os, err := u.origFunc(f)
 				if err != nil || os == nil {
