@@ -392,7 +392,11 @@ func startLine(t *testing.T, bin string, args ...string) *lineProgram {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			p.lines <- sc.Text()
+			select {
+			case p.lines <- sc.Text():
+			case <-p.done: // nobody asks any more
+				return
+			}
 		}
 	}()
 	go func() {
