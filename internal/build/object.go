@@ -124,7 +124,9 @@ func openObject(path, role string) (*object, error) {
 			// gives -fPIC functions for calls that bypass interposition):
 			// one function, under its global name.
 			if prev := o.secDef[sec]; prev != nil && prev.Type == elf.STT_FUNC && prev.Value == s.Value {
-				if prev.Bind != elf.STB_LOCAL || s.Bind == elf.STB_LOCAL && len(prev.Name) <= len(s.Name) {
+				// Keep the global name, and of two, the shorter one
+				// (libxml2's xmlFoo over its xmlFoo__internal_alias).
+				if prev.Bind != elf.STB_LOCAL && s.Bind == elf.STB_LOCAL || (prev.Bind == elf.STB_LOCAL) == (s.Bind == elf.STB_LOCAL) && len(prev.Name) <= len(s.Name) {
 					continue
 				}
 				delete(o.funcs, prev.Name)

@@ -11,3 +11,6 @@ int depth(int x) { return x > 1 ? depth(x - 1) + depth(x - 2) + STEP : x; }
 
 static volatile int in = 5;
 long lib_depth(void) { return depth(in); }
+
+/* A second global name for depth, as libraries export internal aliases. */
+extern int depth_internal_alias(int) __attribute__((alias("depth"), visibility("hidden")));
