@@ -30,38 +30,33 @@ import (
 // few files and the builder, seconds on a loaded CI machine.
 const cliTimeout = 3 * 60 * time.Second
 
-var (
-	hotfleetOnce sync.Once
-	hotfleetBin  string
-	hotfleetErr  error
-	hotfleetDir  string
-)
+// hotfleetBuild builds the hotfleet binary once for one run of the
+// source-mode cases, into a directory removed when the run ends.
+type hotfleetBuild struct {
+	once sync.Once
+	dir  string
+	bin  string
+	err  error
+}
 
-// hotfleet builds the hotfleet binary once for all source-mode cases.
-func hotfleet(t *testing.T) string {
+func (h *hotfleetBuild) get(t *testing.T) string {
 	t.Helper()
-	hotfleetOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "hotfleet-corpus-")
-		if err != nil {
-			hotfleetErr = err
-			return
-		}
-		hotfleetDir = dir
-		hotfleetBin = filepath.Join(dir, "hotfleet")
+	h.once.Do(func() {
+		h.bin = filepath.Join(h.dir, "hotfleet")
 		goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
 		if p, err := exec.LookPath("go"); err == nil {
 			goTool = p
 		}
-		cmd := exec.Command(goTool, "build", "-o", hotfleetBin, "hotfleet/cmd/hotfleet")
+		cmd := exec.Command(goTool, "build", "-o", h.bin, "hotfleet/cmd/hotfleet")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			hotfleetErr = fmt.Errorf("go build hotfleet/cmd/hotfleet: %v\n%s", err, out)
+			h.err = fmt.Errorf("go build hotfleet/cmd/hotfleet: %v\n%s", err, out)
 		}
 	})
-	if hotfleetErr != nil {
-		t.Fatal(hotfleetErr)
+	if h.err != nil {
+		t.Fatal(h.err)
 	}
-	return hotfleetBin
+	return h.bin
 }
 
 // TestCorpusSource runs every case through the command a patch author uses:
@@ -72,11 +67,7 @@ func hotfleet(t *testing.T) string {
 // leave the source tree as it was.
 func TestCorpusSource(t *testing.T) {
 	sem := make(chan struct{}, maxParallel)
-	t.Cleanup(func() {
-		if hotfleetDir != "" {
-			os.RemoveAll(hotfleetDir)
-		}
-	})
+	hf := &hotfleetBuild{dir: t.TempDir()}
 	for _, dir := range cases(t) {
 		name := filepath.Base(dir)
 		t.Run(name, func(t *testing.T) {
@@ -90,13 +81,12 @@ func TestCorpusSource(t *testing.T) {
 			needTools(t, s.tools("make", "patch")...)
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			runSourceCase(t, name, dir, s)
+			runSourceCase(t, hf.get(t), name, dir, s)
 		})
 	}
 }
 
-func runSourceCase(t *testing.T, name, dir string, s *spec) {
-	bin := hotfleet(t)
+func runSourceCase(t *testing.T, bin, name, dir string, s *spec) {
 	work := t.TempDir()
 	src := filepath.Join(work, "src")
 	if err := os.CopyFS(src, os.DirFS(dir)); err != nil {
