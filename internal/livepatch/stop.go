@@ -91,21 +91,22 @@ func (s *session) scan(maps []proc.Mapping, fresh bool, threads []proc.Thread, b
 	}
 	spans := make([]span, len(threads))
 	total := uint64(0)
+	ends := make([]uint64, len(threads))
 	for i, th := range threads {
-		start, end, ok := stackSpan(maps, th.SP)
+		start, end, ok := stackSpan(maps, th.SP, th.TP)
 		if !ok && !fresh {
 			return res, errStaleMaps
 		}
-		spans[i].addr = start
+		spans[i].addr, ends[i] = start, end
 		total += end - start
 	}
 	if uint64(cap(s.stackBuf)) < total {
 		s.stackBuf = stackBuffer(total)
 	}
 	buf := s.stackBuf[:total]
-	for i, th := range threads {
-		start, end, _ := stackSpan(maps, th.SP)
-		spans[i].b, buf = buf[:end-start], buf[end-start:]
+	for i := range threads {
+		n := ends[i] - spans[i].addr
+		spans[i].b, buf = buf[:n], buf[n:]
 	}
 	if err := readSpans(s.pid, s.mem, spans); err != nil {
 		return res, fmt.Errorf("%w: %w", errStaleMaps, err)
@@ -130,12 +131,22 @@ func (s *session) scan(maps []proc.Mapping, fresh bool, threads []proc.Thread, b
 var errStaleMaps = errors.New("memory map changed")
 
 // stackSpan is the part of the mapping holding sp that lies at or above sp,
-// bounded by maxStackScan.
-func stackSpan(maps []proc.Mapping, sp uint64) (start, end uint64, ok bool) {
+// bounded by maxStackScan. A thread of the C library keeps its thread
+// control block at the top of its stack mapping, where its thread pointer
+// tp points: no stack frame lies above it, so the span ends there. That
+// halves what a scan reads with the world stopped, and keeps words of the
+// control block (the thread's start routine, for one) from counting as
+// uses of a function. The main thread's control block, a thread on another
+// stack and a signal handler on an alternate stack all have tp outside the
+// span, which then ends with the mapping.
+func stackSpan(maps []proc.Mapping, sp, tp uint64) (start, end uint64, ok bool) {
 	for _, m := range maps {
 		if sp >= m.Start && sp < m.End {
 			start = sp &^ 7
 			end = min(m.End, start+maxStackScan)
+			if tp > start && tp < end {
+				end = tp
+			}
 			return start, end, true
 		}
 	}

@@ -70,6 +70,10 @@ type HoleSpec struct {
 type Thread struct {
 	Tid    int
 	PC, SP uint64
+	// TP is the thread pointer (x86-64: the FS base), which for a thread
+	// of the C library's threads points at its thread control block at the
+	// top of its stack mapping, above every stack frame.
+	TP uint64
 }
 
 var (

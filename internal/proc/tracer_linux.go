@@ -777,7 +777,7 @@ func (t *Tracer) Stopped() []Thread {
 		for _, tid := range t.order {
 			th := t.threads[tid]
 			if th != nil && th.stopped {
-				out = append(out, Thread{Tid: tid, PC: th.regs.Rip, SP: th.regs.Rsp})
+				out = append(out, Thread{Tid: tid, PC: th.regs.Rip, SP: th.regs.Rsp, TP: th.regs.Fs_base})
 			}
 		}
 		return nil
