@@ -182,9 +182,9 @@ type project struct {
 	// build is the build command, run in the tree: the same for the
 	// production build and for 'hotfleet patch build --build-cmd'.
 	build   string
-	target  string // module the processes run, relative to the tree
-	debPkg  string // Debian binary package that ships the target
-	cve     string
+	target  string   // module the processes run, relative to the tree
+	debPkg  string   // Debian binary package that ships the target
+	cve     string   // the fix's CVE id, if it has one
 	changed []string // functions the builder must name as changed
 	tools   []string // programs the preparation and the build need besides make, patch and dpkg-dev
 }
@@ -290,10 +290,13 @@ var wroteRE = regexp.MustCompile(`(?m)^wrote \S+: (\d+) bytes`)
 func (w *walk) patchBuild(t *testing.T, id string) (string, int64) {
 	t.Helper()
 	out := filepath.Join(w.dir, id+".hfp")
-	r := hotfleet(t, buildTimeout, "patch", "build", "--source", w.src, "--fix", w.fix,
+	args := []string{"patch", "build", "--source", w.src, "--fix", w.fix,
 		"--target", w.target, "--build-cmd", w.p.build,
-		"--id", id, "--cve", w.p.cve, "--description", w.p.cve+" in "+w.p.pkg+" "+w.version,
-		"-o", out)
+		"--id", id, "--description", w.p.fix + " of " + w.p.pkg + " " + w.version, "-o", out}
+	if w.p.cve != "" {
+		args = append(args, "--cve", w.p.cve)
+	}
+	r := hotfleet(t, buildTimeout, args...)
 	t.Logf("patch build printed:\n%s", r.stdout)
 	for _, f := range w.p.changed {
 		if !regexp.MustCompile(`\b` + regexp.QuoteMeta(f) + `\b`).MatchString(r.stdout) {
@@ -559,6 +562,6 @@ func (w *walk) report(t *testing.T, bundle int64, applyPause, revertPause time.D
 		debPct = fmt.Sprintf("%.2f%%", 100*float64(bundle)/float64(deb))
 	}
 	t.Logf("MEASURE %s %s %s: bundle %d bytes; %s %d bytes (%.3f%%); %s_%s.deb %d bytes (%s); apply pause %v; revert pause %v",
-		w.p.pkg, w.version, w.p.cve, bundle, filepath.Base(w.target), st.Size(), 100*float64(bundle)/float64(st.Size()),
+		w.p.pkg, w.version, filepath.Base(w.p.fix), bundle, filepath.Base(w.target), st.Size(), 100*float64(bundle)/float64(st.Size()),
 		w.p.debPkg, w.version, deb, debPct, applyPause, revertPause)
 }

@@ -12,7 +12,7 @@ set -eu
 
 CACHE=${HOTFLEET_SRC_CACHE:-/var/cache/hotfleet/src}
 SRC_LIST=/etc/apt/sources.list.d/hotfleet-src.sources
-PKGS=${*:-"lua5.4 expat redis libxml2"}
+PKGS=${*:-"lua5.4 expat redis libxml2 sqlite3"}
 
 die() { echo "fetch.sh: $*" >&2; exit 1; }
 
