@@ -678,16 +678,26 @@ func TestRenumberedClonesPaired(t *testing.T) {
 // IFUNCs, an existing one (strchr) and a new one (strlen), go through the
 // program's own IRELATIVE slots, never to the resolvers.
 func TestStaticExecutable(t *testing.T) {
-	p := newProject(t, "static", []string{"-O2", "-fPIE", "-static-pie"}, "n.c")
-	res, err := p.build(t, p.unit(t, "n.c"))
-	if err != nil {
-		t.Fatal(err)
+	for _, cfg := range []struct {
+		name   string
+		cflags []string
+	}{
+		{"static-pie", []string{"-O2", "-fPIE", "-static-pie"}},
+		{"static", []string{"-O2", "-fno-pie", "-no-pie", "-static"}},
+	} {
+		t.Run(cfg.name, func(t *testing.T) {
+			p := newProject(t, "static", cfg.cflags, "n.c")
+			res, err := p.build(t, p.unit(t, "n.c"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if changedSet(res) != "valid_name" || res.Verified != 1 {
+				t.Fatalf("changed %s, verified %d; want valid_name, verified", changedSet(res), res.Verified)
+			}
+			if len(res.Stubs) < 2 {
+				t.Errorf("stubs %v; want strchr and strlen through their IRELATIVE slots", res.Stubs)
+			}
+			applyAndCheck(t, p.run(t, ""), res, map[string]string{"valid_name": "1"}, map[string]string{"valid_name": "0"})
+		})
 	}
-	if changedSet(res) != "valid_name" || res.Verified != 1 {
-		t.Fatalf("changed %s, verified %d; want valid_name, verified", changedSet(res), res.Verified)
-	}
-	if len(res.Stubs) < 2 {
-		t.Errorf("stubs %v; want strchr and strlen through their IRELATIVE slots", res.Stubs)
-	}
-	applyAndCheck(t, p.run(t, ""), res, map[string]string{"valid_name": "1"}, map[string]string{"valid_name": "0"})
 }

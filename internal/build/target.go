@@ -133,7 +133,10 @@ func openTarget(path, symbols string) (*target, error) {
 }
 
 // readPLT finds each PLT entry's GOT slot: the entry's "jmp *disp(%rip)"
-// (ff 25, after endbr64 and bnd prefixes) names it.
+// (ff 25, possibly after endbr64 and a bnd prefix) names it. Entries are 16
+// bytes in .plt and .plt.sec, 8 in .plt.got and in a static executable's
+// IFUNC PLT, so every "ff 25" that reaches a known GOT slot counts; an entry
+// starts at its endbr64 when it has one.
 func (t *target) readPLT() error {
 	t.plt = map[string][]uint64{}
 	t.pltBySlot = map[uint64][]uint64{}
@@ -144,33 +147,42 @@ func (t *target) readPLT() error {
 	for n, a := range t.jmpSlot {
 		bySlot[a] = n
 	}
+	known := map[uint64]bool{}
+	for a := range bySlot {
+		known[a] = true
+	}
+	for _, a := range t.irelative {
+		known[a] = true
+	}
 	for i, s := range t.f.Sections {
-		if s.Name != ".plt" && s.Name != ".plt.sec" && s.Name != ".plt.got" {
+		if s.Name != ".plt" && s.Name != ".plt.sec" && s.Name != ".plt.got" && s.Name != ".iplt" {
 			continue
 		}
 		d, err := t.f.SectionData(i)
 		if err != nil {
 			return fmt.Errorf("read %s of %s: %w", s.Name, t.path, err)
 		}
-		ent := s.Entsize
-		if ent != 8 && ent != 16 {
-			ent = 16
-		}
-		if s.Name == ".plt.got" && len(d)%16 != 0 {
-			ent = 8
-		}
-		for k := uint64(0); k+ent <= uint64(len(d)); k += ent {
-			for j := k; j+6 <= k+ent; j++ {
-				if d[j] != 0xff || d[j+1] != 0x25 {
-					continue
-				}
-				slot := s.Addr + j + 6 + uint64(int64(int32(binary.LittleEndian.Uint32(d[j+2:]))))
-				t.pltBySlot[slot] = append(t.pltBySlot[slot], s.Addr+k)
-				if n, ok := bySlot[slot]; ok {
-					t.plt[n] = append(t.plt[n], s.Addr+k)
-				}
-				break
+		for j := 0; j+6 <= len(d); j++ {
+			if d[j] != 0xff || d[j+1] != 0x25 {
+				continue
 			}
+			slot := s.Addr + uint64(j) + 6 + uint64(int64(int32(binary.LittleEndian.Uint32(d[j+2:]))))
+			if !known[slot] {
+				continue
+			}
+			start := j
+			if start >= 1 && d[start-1] == 0xf2 { // bnd
+				start--
+			}
+			entries := []uint64{s.Addr + uint64(start)}
+			if start >= 4 && bytes.Equal(d[start-4:start], endbr64) {
+				entries = append(entries, s.Addr+uint64(start-4))
+			}
+			t.pltBySlot[slot] = append(t.pltBySlot[slot], entries...)
+			if n, ok := bySlot[slot]; ok {
+				t.plt[n] = append(t.plt[n], entries...)
+			}
+			j += 5
 		}
 	}
 	return nil
