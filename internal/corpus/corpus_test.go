@@ -69,6 +69,11 @@ type spec struct {
 	Before   []string `json:"before"`
 	After    []string `json:"after"`
 	Reverted []string `json:"reverted"`
+	// After2, when set, is the output once level 2 of the patch replaces
+	// level 1: fix2.diff is the cumulative fix (against the original
+	// sources, as a patch author ships the next level). Reverting level 2
+	// then gives Reverted.
+	After2 []string `json:"after2"`
 	// Changed are functions the build must name as changed; with Exact,
 	// no other function may change. New are functions the fix adds.
 	Changed []string `json:"changed"`
@@ -121,7 +126,7 @@ func (s *spec) validate() error {
 	if s.Refuse == "" && (len(s.Before) == 0 || len(s.After) == 0 || len(s.Reverted) == 0) {
 		return errors.New("a case expects either a refusal or before, after and reverted output")
 	}
-	if s.Refuse != "" && (len(s.After) > 0 || len(s.Changed) > 0) {
+	if s.Refuse != "" && (len(s.After) > 0 || len(s.After2) > 0 || len(s.Changed) > 0) {
 		return errors.New("a refused case has no patched output or changed functions")
 	}
 	return nil
@@ -169,6 +174,9 @@ func TestCaseFiles(t *testing.T) {
 		}
 		if _, err := os.Stat(filepath.Join(dir, "fix.diff")); err != nil {
 			t.Errorf("%s: %v", dir, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "fix2.diff")); (err == nil) != (len(s.After2) > 0) {
+			t.Errorf("%s: a fix2.diff goes with after2 and only with it (stat: %v)", dir, err)
 		}
 		for _, src := range slices.Concat(s.Sources, s.Main, s.Deps) {
 			if _, err := os.Stat(filepath.Join(dir, src)); err != nil {
@@ -234,6 +242,7 @@ func needTools(t *testing.T, tools ...string) {
 type caseBuild struct {
 	dir     string
 	modules []caseModule // the modules the fix changes
+	level2  []caseModule // the modules fix2.diff changes, if the case has one
 	prog    string       // the executable to run
 }
 
@@ -284,28 +293,8 @@ func runCase(t *testing.T, name, dir string, s *spec) {
 
 	// One bundle for every module the fix changes, as the --source driver
 	// makes it: one build per module.
-	full := &bundle.Bundle{ID: name, Level: 1}
-	var changed, added []string
-	for _, m := range cb.modules {
-		res, err := build.Build(ctx, m.options(name))
-		if err != nil {
-			t.Fatalf("build for %s: %v", filepath.Base(m.target), err)
-		}
-		changed = append(changed, changedNames(res)...)
-		added = append(added, res.New...)
-		full.Modules = append(full.Modules, res.Bundle.Modules...)
-		t.Logf("%s: changed %v, new %v, cold %v, stubs %v", filepath.Base(m.target), changedNames(res), res.New, res.Cold, res.Stubs)
-	}
+	b, changed, added := buildLevel(ctx, t, name, 1, cb.modules)
 	checkChanges(t, s, changed, added, false)
-	data, err := bundle.Marshal(full)
-	if err != nil {
-		t.Fatalf("encode the bundle: %v", err)
-	}
-	b, err := bundle.Decode(data)
-	if err != nil {
-		t.Fatalf("decode the bundle: %v", err)
-	}
-	t.Logf("bundle %d bytes, %d modules", len(data), len(b.Modules))
 
 	p := lptest.StartGrandchild(t, cb.prog)
 	expectLines(t, p, "before the patch", s.Before)
@@ -313,6 +302,13 @@ func runCase(t *testing.T, name, dir string, s *spec) {
 		t.Fatalf("apply: %v", err)
 	}
 	expectLines(t, p, "with the patch applied", s.After)
+	if len(s.After2) > 0 {
+		b2, _, _ := buildLevel(ctx, t, name, 2, cb.level2)
+		if _, err := livepatch.Apply(ctx, p.Pid, b2, livepatch.Options{}); err != nil {
+			t.Fatalf("apply level 2 over level 1: %v", err)
+		}
+		expectLines(t, p, "with level 2 applied", s.After2)
+	}
 	if _, err := livepatch.Revert(ctx, p.Pid, name, livepatch.Options{}); err != nil {
 		t.Fatalf("revert: %v", err)
 	}
@@ -322,6 +318,35 @@ func runCase(t *testing.T, name, dir string, s *spec) {
 
 func (m caseModule) options(id string) build.Options {
 	return build.Options{Target: m.target, Symbols: m.symbols, Units: m.units, ID: id, Level: 1}
+}
+
+// buildLevel builds one bundle at level for the modules a fix changes.
+func buildLevel(ctx context.Context, t *testing.T, name string, level uint32, mods []caseModule) (*bundle.Bundle, []string, []string) {
+	t.Helper()
+	full := &bundle.Bundle{ID: name, Level: level}
+	var changed, added []string
+	for _, m := range mods {
+		opts := m.options(name)
+		opts.Level = level
+		res, err := build.Build(ctx, opts)
+		if err != nil {
+			t.Fatalf("build level %d for %s: %v", level, filepath.Base(m.target), err)
+		}
+		changed = append(changed, changedNames(res)...)
+		added = append(added, res.New...)
+		full.Modules = append(full.Modules, res.Bundle.Modules...)
+		t.Logf("level %d, %s: changed %v, new %v, cold %v, stubs %v", level, filepath.Base(m.target), changedNames(res), res.New, res.Cold, res.Stubs)
+	}
+	data, err := bundle.Marshal(full)
+	if err != nil {
+		t.Fatalf("encode the bundle: %v", err)
+	}
+	b, err := bundle.Decode(data)
+	if err != nil {
+		t.Fatalf("decode the bundle: %v", err)
+	}
+	t.Logf("level %d: bundle %d bytes, %d modules", level, len(data), len(b.Modules))
+	return b, changed, added
 }
 
 func changedNames(res *build.Result) []string {
@@ -376,16 +401,24 @@ func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 	t.Helper()
 	work := t.TempDir()
 	cb := &caseBuild{dir: work}
-	for _, v := range []string{"orig", "fixed"} {
+	// fixed/ has fix.diff applied, fixed2/ the cumulative fix2.diff.
+	variants := map[string]string{"fixed": "fix.diff"}
+	if len(s.After2) > 0 {
+		variants["fixed2"] = "fix2.diff"
+	}
+	if err := os.CopyFS(filepath.Join(work, "orig"), os.DirFS(dir)); err != nil {
+		t.Fatalf("copy %s: %v", dir, err)
+	}
+	for v, diff := range variants {
 		if err := os.CopyFS(filepath.Join(work, v), os.DirFS(dir)); err != nil {
 			t.Fatalf("copy %s: %v", dir, err)
 		}
+		fix, err := filepath.Abs(filepath.Join(dir, diff))
+		if err != nil {
+			t.Fatal(err)
+		}
+		run(t, filepath.Join(work, v), "patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", fix)
 	}
-	fix, err := filepath.Abs(filepath.Join(dir, "fix.diff"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	run(t, filepath.Join(work, "fixed"), "patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", fix)
 
 	cflags := s.CFlags
 	if len(cflags) == 0 {
@@ -434,18 +467,32 @@ func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 	driverObj := filepath.Join(work, "driver.o")
 	run(t, work, "gcc", slices.Concat([]string{"-c"}, exeFlags, []string{driver, "-o", driverObj})...)
 
-	// compileBoth compiles srcs in both trees and returns the original
-	// objects and the units the fix changed.
-	compileBoth := func(srcs []string, flags []string) ([]string, []build.Unit) {
-		var units []build.Unit
+	// compileBoth compiles srcs in the original and the fixed trees and
+	// returns the shipped objects and, per fixed tree, the units its fix
+	// changed.
+	compileBoth := func(srcs []string, flags []string) ([]string, map[string][]build.Unit) {
+		units := map[string][]build.Unit{}
 		for _, src := range srcs {
 			o := compile("orig", src, slices.Concat(flags, patchFlags))
-			f := compile("fixed", src, slices.Concat(flags, patchFlags))
-			if !sameFile(t, o, f) {
-				units = append(units, build.Unit{Orig: o, Patched: f, Source: src})
+			for v := range variants {
+				f := compile(v, src, slices.Concat(flags, patchFlags))
+				if !sameFile(t, o, f) {
+					units[v] = append(units[v], build.Unit{Orig: o, Patched: f, Source: src})
+				}
 			}
 		}
 		return ship(srcs, flags), units
+	}
+	// addModule records target as changed by each fix that changed units of it.
+	addModule := func(m caseModule, units map[string][]build.Unit) {
+		if u := units["fixed"]; len(u) > 0 {
+			m.units = u
+			cb.modules = append(cb.modules, m)
+		}
+		if u := units["fixed2"]; len(u) > 0 {
+			m.units = u
+			cb.level2 = append(cb.level2, m)
+		}
 	}
 	modObjs, modUnits := compileBoth(s.Sources, flags)
 	linker := "gcc"
@@ -466,22 +513,18 @@ func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 	case "pie", "nopie":
 		target := filepath.Join(origDir, "prog")
 		run(t, origDir, linker, slices.Concat(ldflags, modObjs, []string{driverObj, "-o", target}, libs)...)
-		m := caseModule{target: target, units: modUnits}
+		m := caseModule{target: target}
 		cb.prog = target
 		if s.Strip {
 			m.target, m.symbols = filepath.Join(origDir, "prog.stripped"), target
 			run(t, origDir, "strip", "--strip-all", "-o", m.target, target)
 			cb.prog = m.target
 		}
-		if len(modUnits) > 0 {
-			cb.modules = append(cb.modules, m)
-		}
+		addModule(m, modUnits)
 	case "shared":
 		lib := filepath.Join(origDir, "libcase.so")
 		run(t, origDir, linker, slices.Concat([]string{"-shared"}, modObjs, []string{"-o", lib}, libs)...)
-		if len(modUnits) > 0 {
-			cb.modules = append(cb.modules, caseModule{target: lib, units: modUnits})
-		}
+		addModule(caseModule{target: lib}, modUnits)
 		mainObjs, mainUnits := compileBoth(s.Main, exeFlags)
 		cb.prog = filepath.Join(origDir, "prog")
 		linkLib := []string{"-L", origDir, "-lcase", "-Wl,-rpath," + origDir}
@@ -489,12 +532,13 @@ func compileCase(t *testing.T, dir string, s *spec) *caseBuild {
 			linkLib = nil
 		}
 		run(t, origDir, linker, slices.Concat([]string{exeLD}, mainObjs, []string{driverObj}, linkLib, []string{"-o", cb.prog}, libs)...)
-		if len(mainUnits) > 0 {
-			cb.modules = append(cb.modules, caseModule{target: cb.prog, units: mainUnits})
-		}
+		addModule(caseModule{target: cb.prog}, mainUnits)
 	}
 	if len(cb.modules) == 0 {
 		t.Fatalf("fix.diff changes none of the objects of %v", slices.Concat(s.Sources, s.Main))
+	}
+	if len(s.After2) > 0 && len(cb.level2) == 0 {
+		t.Fatalf("fix2.diff changes none of the objects of %v", slices.Concat(s.Sources, s.Main))
 	}
 	return cb
 }

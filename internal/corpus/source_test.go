@@ -92,8 +92,8 @@ func runSourceCase(t *testing.T, bin, name, dir string, s *spec) {
 	if err := os.CopyFS(src, os.DirFS(dir)); err != nil {
 		t.Fatalf("copy %s: %v", dir, err)
 	}
-	for _, f := range []string{"case.json", "fix.diff"} {
-		if err := os.Remove(filepath.Join(src, f)); err != nil {
+	for _, f := range []string{"case.json", "fix.diff", "fix2.diff"} {
+		if err := os.Remove(filepath.Join(src, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			t.Fatal(err)
 		}
 	}
@@ -200,6 +200,32 @@ func runSourceCase(t *testing.T, bin, name, dir string, s *spec) {
 		t.Fatalf("apply: %v", err)
 	}
 	expectLines(t, p, "with the patch applied", s.After)
+	if len(s.After2) > 0 {
+		// Level 2: the cumulative fix, built against the same shipped
+		// program, replaces level 1 in the running process.
+		fix2, err := filepath.Abs(filepath.Join(dir, "fix2.diff"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out2 := filepath.Join(work, name+"-2.hfp")
+		cmd := exec.CommandContext(ctx, bin, slices.Concat([]string{"patch", "build", "--source", src, "--fix", fix2}, targets,
+			[]string{"--id", name, "--level", "2", "-o", out2})...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("patch build level 2: %v\n%s", err, lastLines(string(out), 15))
+		}
+		data, err := os.ReadFile(out2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b2, err := bundle.Decode(data)
+		if err != nil {
+			t.Fatalf("decode %s: %v", out2, err)
+		}
+		if _, err := livepatch.Apply(ctx, p.Pid, b2, livepatch.Options{}); err != nil {
+			t.Fatalf("apply level 2 over level 1: %v", err)
+		}
+		expectLines(t, p, "with level 2 applied", s.After2)
+	}
 	if _, err := livepatch.Revert(ctx, p.Pid, name, livepatch.Options{}); err != nil {
 		t.Fatalf("revert: %v", err)
 	}
