@@ -164,8 +164,10 @@ func cases(t *testing.T) []string {
 }
 
 // TestCaseFiles checks every case is complete without building anything:
-// a case.json that decodes, a fix.diff, and the sources it names.
+// a case.json that decodes, a fix.diff that applies, and the sources it
+// names.
 func TestCaseFiles(t *testing.T) {
+	_, noPatch := exec.LookPath("patch")
 	for _, dir := range cases(t) {
 		s, err := loadSpec(dir)
 		if err != nil {
@@ -181,6 +183,27 @@ func TestCaseFiles(t *testing.T) {
 		for _, src := range slices.Concat(s.Sources, s.Main, s.Deps) {
 			if _, err := os.Stat(filepath.Join(dir, src)); err != nil {
 				t.Errorf("%s: %v", dir, err)
+			}
+		}
+		if noPatch != nil {
+			continue
+		}
+		for _, diff := range []string{"fix.diff", "fix2.diff"} {
+			fix, err := filepath.Abs(filepath.Join(dir, diff))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(fix); err != nil {
+				continue
+			}
+			tree := t.TempDir()
+			if err := os.CopyFS(tree, os.DirFS(dir)); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("patch", "-p1", "--batch", "--forward", "--dry-run", "-i", fix)
+			cmd.Dir = tree
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("%s/%s does not apply to the case's sources: %v\n%s", filepath.Base(dir), diff, err, out)
 			}
 		}
 	}
