@@ -688,6 +688,9 @@ func (b *builder) diff(u *unit) error {
 		if err := b.checkEH(u, os, fs); err != nil {
 			return err
 		}
+		if err := b.checkConstructor(u, os, fs); err != nil {
+			return err
+		}
 		for i := range u.orig.syms {
 			is := &u.orig.syms[i]
 			if is.Type == elf.STT_GNU_IFUNC && is.Section == os.Section && is.Value == os.Value {
@@ -760,6 +763,37 @@ func (b *builder) unchangedConst(u *unit, sec int) (elfx.Symbol, bool) {
 		return elfx.Symbol{}, false
 	}
 	return ts, true
+}
+
+// checkConstructor refuses a changed function that only a constructor
+// table (.init_array, .preinit_array, .ctors) calls: running processes ran
+// it at startup and never will again, so patching it would change nothing.
+// Destructors (.fini_array) still run at exit and may be patched.
+func (b *builder) checkConstructor(u *unit, os, fs *elfx.Symbol) error {
+	ctor := false
+	for i, sec := range u.orig.f.Sections {
+		if sec.Type != elf.SHT_INIT_ARRAY && sec.Type != elf.SHT_PREINIT_ARRAY && !strings.HasPrefix(sec.Name, ".ctors") {
+			continue
+		}
+		for _, r := range u.orig.relocs[i] {
+			t, err := u.orig.symbol(r.Sym)
+			if err != nil {
+				return err
+			}
+			if t == os || t.Type == elf.STT_SECTION && t.Section == os.Section && r.Addend == int64(os.Value) {
+				ctor = true
+			}
+		}
+	}
+	if !ctor {
+		return nil
+	}
+	for caller := range u.orig.referrers(os) {
+		if caller != os.Name {
+			return nil // also called from code: patching it matters
+		}
+	}
+	return fmt.Errorf("%w: function %s is a constructor (.init_array): running processes ran it at startup and will not again, so the patch would change nothing; do the work lazily from the new code, or ship a restart update", ErrRefused, fs.Name)
 }
 
 // checkEH refuses changed functions on an exception path. The new code

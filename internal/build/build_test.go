@@ -375,6 +375,7 @@ func TestRefusals(t *testing.T) {
 		{"new TLS variable", []string{"-DREFUSE_TLS"}, nil, []string{"thread-local variable per_thread"}},
 		{"changed global constant", []string{"-DREFUSE_CONST"}, nil, []string{"global constant limits changed"}},
 		{"new constructor", []string{"-DREFUSE_CTOR"}, nil, []string{"changes the file's constructors", "start_early"}},
+		{"changed constructor body", []string{"-DREFUSE_CTORBODY"}, nil, []string{"function setup is a constructor (.init_array)", "will not again"}},
 		{"new library dependency", []string{"-DREFUSE_NEWLIB"}, nil, []string{"function greet now calls getpid, which harness does not import"}},
 		{"too small", []string{"-DREFUSE_TINY"}, nil, []string{"function tiny is 5 bytes", "too small to redirect"}},
 		{"LTO objects", []string{"-DFIX"}, []string{"-flto"}, []string{"was built with -flto", "rebuild without LTO"}},

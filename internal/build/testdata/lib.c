@@ -25,6 +25,17 @@ __attribute__((noinline)) static int helper(int x)
 
 __attribute__((noinline)) int get_hits(void) { return hits; }
 
+/* A constructor whose body a fix may change: running processes ran it. */
+int ctor_value;
+__attribute__((constructor)) static void setup(void)
+{
+#ifdef REFUSE_CTORBODY
+	ctor_value = 20;
+#else
+	ctor_value = 10;
+#endif
+}
+
 __attribute__((noinline)) int bump_tls(int x)
 {
 #ifdef REFUSE_TLSREF
