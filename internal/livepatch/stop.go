@@ -175,17 +175,18 @@ func (s *session) stopIdle(block []busyRange, watch []*region) ([]bool, error) {
 			return nil, fmt.Errorf("stop the threads: %w", err)
 		}
 		t1 := time.Now()
-		res, err := s.scan(maps, false, s.t.Stopped(), block, watch)
+		threads := s.t.Stopped()
+		res, err := s.scan(maps, false, threads, block, watch)
 		if errors.Is(err, errStaleMaps) {
 			if maps, err = proc.ReadMaps(s.pid); err == nil {
-				res, err = s.scan(maps, true, s.t.Stopped(), block, watch)
+				res, err = s.scan(maps, true, threads, block, watch)
 			}
 		}
 		if err != nil {
 			s.resume()
 			return nil, fmt.Errorf("scan the threads' stacks: %w", err)
 		}
-		s.log.Debug("world stopped and scanned", "pid", s.pid, "threads", len(s.t.Stopped()), "stop", t1.Sub(t0), "scan", time.Since(t1), "stackbytes", len(s.stackBuf))
+		s.log.Debug("world stopped and scanned", "pid", s.pid, "threads", len(threads), "stop", t1.Sub(t0), "scan", time.Since(t1), "stackbytes", len(s.stackBuf))
 		if res.busy == nil {
 			return res.used, nil
 		}
