@@ -48,6 +48,8 @@ type object struct {
 	// coldSec marks code sections holding only split-off fragments
 	// (symbols named "f.cold", "f.part.0.cold").
 	coldSec map[int]bool
+	// refs caches nextRef's referenced offsets, by section.
+	refs map[int][]int64
 	// cxx says the object is C++ (mangled names, exception tables or the
 	// C++ personality routine): exceptions may unwind through its code.
 	cxx bool
@@ -346,6 +348,50 @@ func (o *object) referrers(v *elfx.Symbol) map[string]bool {
 		}
 	}
 	return out
+}
+
+// nextRef returns the first offset after at in section sec that a
+// relocation anywhere in the object refers to (a symbol, or a section
+// symbol plus addend), or the section's end: where the item at at ends.
+func (o *object) nextRef(sec int, at int64) int64 {
+	if o.refs == nil {
+		o.refs = map[int][]int64{}
+		for _, rels := range o.relocs {
+			for _, r := range rels {
+				if r.Sym <= 0 || r.Sym >= len(o.syms) {
+					continue
+				}
+				s := &o.syms[r.Sym]
+				if !s.Defined() || s.Section >= elf.SHN_LORESERVE {
+					continue
+				}
+				off := int64(s.Value)
+				if s.Type == elf.STT_SECTION {
+					off = r.Addend
+					if isPCRel(r.Type) {
+						off += 4
+					}
+				}
+				o.refs[int(s.Section)] = append(o.refs[int(s.Section)], off)
+			}
+		}
+		for i := range o.syms {
+			s := &o.syms[i]
+			if s.Type == elf.STT_OBJECT && s.Defined() && s.Section < elf.SHN_LORESERVE {
+				o.refs[int(s.Section)] = append(o.refs[int(s.Section)], int64(s.Value))
+			}
+		}
+	}
+	end := int64(0)
+	if h := o.sec(sec); h != nil {
+		end = int64(h.Size)
+	}
+	for _, r := range o.refs[sec] {
+		if r > at && r < end {
+			end = r
+		}
+	}
+	return end
 }
 
 // stringAt returns the NUL-terminated string at off in a string section.

@@ -422,19 +422,25 @@ func (b *builder) checkContent(u *unit, r elfx.Reloc, off, S uint64) (*mismatch,
 		end := min(at+int64(h.Entsize), int64(len(d)))
 		want = d[at:end]
 	default:
-		// A whole section the linker kept as one piece: compare it from
-		// its start, except the bytes its own relocations fill in.
-		base -= uint64(at)
-		want = d
-		mask = make([]bool, len(d))
-		for _, rr := range u.orig.relocsIn(sec, 0, ^uint64(0)) {
+		// The item the code reaches, up to the next place anything in
+		// orig.o refers to: a target built without -fdata-sections
+		// interleaves this section with other constants, so only the item
+		// itself is comparable. Its own relocated bytes and trailing
+		// zeros (alignment padding) are left out.
+		end := u.orig.nextRef(sec, at)
+		want = d[at:end]
+		mask = make([]bool, len(want))
+		for _, rr := range u.orig.relocsIn(sec, uint64(at), uint64(end)) {
 			n := uint64(4)
 			if rr.Type == elf.R_X86_64_64 {
 				n = 8
 			}
-			for i := rr.Offset; i < rr.Offset+n && i < uint64(len(mask)); i++ {
+			for i := rr.Offset - uint64(at); i < rr.Offset-uint64(at)+n && i < uint64(len(mask)); i++ {
 				mask[i] = true
 			}
+		}
+		for len(want) > 0 && want[len(want)-1] == 0 && !mask[len(want)-1] {
+			want, mask = want[:len(want)-1], mask[:len(mask)-1]
 		}
 	}
 	if len(want) == 0 {
