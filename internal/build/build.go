@@ -178,6 +178,9 @@ func Build(ctx context.Context, opts Options) (res *Result, err error) {
 		if err := b.diff(u); err != nil {
 			return nil, err
 		}
+		if err := b.checkLayouts(u); err != nil {
+			return nil, err
+		}
 	}
 	if err := b.checkAnyChange(); err != nil {
 		return nil, err

@@ -701,3 +701,13 @@ func TestStaticExecutable(t *testing.T) {
 		})
 	}
 }
+
+// TestStructLayoutChange refuses a fix that changes the layout of a struct
+// the program keeps on the heap, read from the objects' DWARF.
+func TestStructLayoutChange(t *testing.T) {
+	p := newProject(t, "layout", []string{"-O2", "-g", "-fPIE", "-pie"}, "l.c")
+	_, err := p.build(t, p.unit(t, "l.c"))
+	if err == nil || !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "changes the layout of Agg (16 bytes {id@0 count@4 limit@6 name@8} became 24 bytes {id@0 count@4 limit@8 name@16}") {
+		t.Fatalf("error %v; want a refusal naming struct Agg and its layouts", err)
+	}
+}
