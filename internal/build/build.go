@@ -104,6 +104,9 @@ type Result struct {
 	// inlined them everywhere, or the linker dropped them): every caller
 	// of theirs is replaced, so they ship as new code without a site.
 	NotInTarget []string
+	// Warnings are checks the builder could not make, for the summary
+	// (objects without DWARF: struct layouts and the inlining report).
+	Warnings []string
 	// Verified counts the replaced functions whose original object code,
 	// linked as the linker linked it, was proved equal to the target's
 	// bytes. Every replaced function is verified or the build fails.

@@ -138,6 +138,7 @@ func (b *builder) checkLayouts(u *unit) error {
 	ol := readLayouts(u.orig)
 	fl := readLayouts(u.fixed)
 	if ol == nil || fl == nil {
+		b.res.Warnings = append(b.res.Warnings, fmt.Sprintf("%s: the objects have no DWARF (compile with -g, which does not change the code): a changed layout of a struct kept in memory could not be checked, and callers changed through inlining are not labelled", u.name))
 		return nil
 	}
 	var names []string

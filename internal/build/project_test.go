@@ -710,4 +710,13 @@ func TestStructLayoutChange(t *testing.T) {
 	if err == nil || !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "changes the layout of Agg (16 bytes {id@0 count@4 limit@6 name@8} became 24 bytes {id@0 count@4 limit@8 name@16}") {
 		t.Fatalf("error %v; want a refusal naming struct Agg and its layouts", err)
 	}
+	// Without DWARF the change cannot be seen: the result says so.
+	nodebug := newProject(t, "layout", []string{"-O2", "-fPIE", "-pie"}, "l.c")
+	res, err := nodebug.build(t, nodebug.unit(t, "l.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "no DWARF") || !strings.Contains(res.Warnings[0], "layout") {
+		t.Errorf("warnings %q; want one saying layouts could not be checked without DWARF", res.Warnings)
+	}
 }
