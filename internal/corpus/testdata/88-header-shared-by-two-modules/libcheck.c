@@ -1,0 +1,6 @@
+#include "limits.h"
+
+int lib_ok(int v)
+{
+	return within(v);
+}
