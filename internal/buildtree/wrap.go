@@ -321,6 +321,12 @@ func wrapperFlags(inv *Invocation) (extra []string, copyDeps string) {
 				extra = append(extra, f)
 			}
 		}
+		// The builder reads the objects' DWARF to see struct layouts change
+		// through pointers and to tell callers changed by inlining; gcc
+		// generates the same code with and without -g.
+		if !debugInfo(inv.Argv) {
+			extra = append(extra, "-g")
+		}
 	}
 	if tree, src := os.Getenv(envTree), os.Getenv(envSource); tree != "" && src != "" && len(inv.Sources) > 0 && !mapsTree(inv.Argv, tree) {
 		extra = append(extra, "-ffile-prefix-map="+tree+"="+src)
@@ -344,6 +350,18 @@ func wrapperFlags(inv *Invocation) (extra []string, copyDeps string) {
 	}
 	inv.Deps = f.Name()
 	return append(extra, "-MD", "-MF", f.Name()), ""
+}
+
+// debugInfo reports whether a compiler command line asks for debug
+// information: its last -g option is not -g0.
+func debugInfo(argv []string) bool {
+	on := false
+	for _, a := range argv {
+		if strings.HasPrefix(a, "-g") && !strings.HasPrefix(a, "-gno-") {
+			on = a != "-g0"
+		}
+	}
+	return on
 }
 
 // mapsTree reports whether the build maps the tree's paths itself (Debian's
