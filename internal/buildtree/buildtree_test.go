@@ -587,7 +587,10 @@ func TestInlinedCallee(t *testing.T) {
 	}
 	var text strings.Builder
 	buildtree.Summarize(res, "fix.hfp", 1).WriteText(&text)
-	if !strings.Contains(text.String(), "callers changed through inlining (1): scaled (inlines scale)") {
+	// The builder names the changed callee inlined into scaled. (Whether it
+	// also counts scaled as changed *only* through inlining depends on the
+	// line rows gcc gives the folded loop, so that is not asserted.)
+	if !strings.Contains(text.String(), "scaled at ") || !strings.Contains(text.String(), "holds inlined scale") {
 		t.Errorf("the summary does not name the inlined callee:\n%s", text.String())
 	}
 	applyAndCheck(t, prog, res, map[string]string{"scaled": "11"}, map[string]string{"scaled": "12"})

@@ -109,7 +109,11 @@ func (s Summary) WriteText(w io.Writer) {
 			if c.File != "" {
 				file = " (static, " + c.File + ")"
 			}
-			fmt.Fprintf(w, "    %s%s at %s: %d -> %d bytes\n", c.Name, file, c.Site, c.OldSize, c.NewSize)
+			inl := ""
+			if len(c.Inlined) > 0 {
+				inl = ", holds inlined " + strings.Join(c.Inlined, ", ")
+			}
+			fmt.Fprintf(w, "    %s%s at %s: %d -> %d bytes%s\n", c.Name, file, c.Site, c.OldSize, c.NewSize, inl)
 		}
 		if len(m.InlinedCallers) > 0 {
 			fmt.Fprintf(w, "  callers changed through inlining (%d): %s\n", len(m.InlinedCallers), strings.Join(m.InlinedCallers, "; "))

@@ -323,8 +323,10 @@ func wrapperFlags(inv *Invocation) (extra []string, copyDeps string) {
 		}
 		// The builder reads the objects' DWARF to see struct layouts change
 		// through pointers and to tell callers changed by inlining; gcc
-		// generates the same code with and without -g.
-		if !debugInfo(inv.Argv) {
+		// generates the same code with and without -g. Assembly sources
+		// are left alone: they are never patched, and their objects must
+		// stay as the shipped build made them.
+		if !inv.Asm && !debugInfo(inv.Argv) {
 			extra = append(extra, "-g")
 		}
 	}

@@ -72,14 +72,19 @@ func TestWrapperFlags(t *testing.T) {
 		argv string
 		want []string // the added flags, with the dependency file as DEPS
 	}{
-		{"cc -O2 -c a.c", []string{"-ffunction-sections", "-fdata-sections", "-ffile-prefix-map=/w/tree=/home/me/src", "-MD", "-MF", "DEPS"}},
-		{"cc -O2 -ffunction-sections -c a.c", []string{"-fdata-sections", "-ffile-prefix-map=/w/tree=/home/me/src", "-MD", "-MF", "DEPS"}},
-		// Debian's flags map the build directory themselves.
-		{"cc -O2 -ffile-prefix-map=/w/tree=. -c a.c", []string{"-ffunction-sections", "-fdata-sections", "-MD", "-MF", "DEPS"}},
+		{"cc -O2 -c a.c", []string{"-ffunction-sections", "-fdata-sections", "-g", "-ffile-prefix-map=/w/tree=/home/me/src", "-MD", "-MF", "DEPS"}},
+		{"cc -O2 -ffunction-sections -c a.c", []string{"-fdata-sections", "-g", "-ffile-prefix-map=/w/tree=/home/me/src", "-MD", "-MF", "DEPS"}},
+		// Debian's flags map the build directory themselves, and ask for -g.
+		{"cc -O2 -g -ffile-prefix-map=/w/tree=. -c a.c", []string{"-ffunction-sections", "-fdata-sections", "-MD", "-MF", "DEPS"}},
+		// Debug information turned off is turned on again; any -g level stays.
+		{"cc -g -g0 -c a.c", []string{"-ffunction-sections", "-fdata-sections", "-g", "-ffile-prefix-map=/w/tree=/home/me/src", "-MD", "-MF", "DEPS"}},
+		{"cc -ggdb3 -c a.c", []string{"-ffunction-sections", "-fdata-sections", "-ffile-prefix-map=/w/tree=/home/me/src", "-MD", "-MF", "DEPS"}},
+		// Assembly gets no debug information it did not ask for.
+		{"cc -c a.S", []string{"-ffunction-sections", "-fdata-sections", "-ffile-prefix-map=/w/tree=/home/me/src", "-MD", "-MF", "DEPS"}},
 		// The build's own dependency file is copied afterwards, not replaced.
-		{"cc -MMD -MF x.d -c a.c", []string{"-ffunction-sections", "-fdata-sections", "-ffile-prefix-map=/w/tree=/home/me/src"}},
+		{"cc -g -MMD -MF x.d -c a.c", []string{"-ffunction-sections", "-fdata-sections", "-ffile-prefix-map=/w/tree=/home/me/src"}},
 		{"cc -o prog a.o", nil},
-		{"cc -S a.c", []string{"-ffunction-sections", "-fdata-sections", "-ffile-prefix-map=/w/tree=/home/me/src"}},
+		{"cc -S a.c", []string{"-ffunction-sections", "-fdata-sections", "-g", "-ffile-prefix-map=/w/tree=/home/me/src"}},
 		{"cc -E a.c", nil},
 	}
 	for _, c := range cases {
