@@ -1,7 +1,6 @@
 package realworld
 
 import (
-	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -54,23 +53,7 @@ func TestExpatCVE2024_45490(t *testing.T) {
 	const id = "expat-cve-2024-45490"
 	bundle, size := w.patchBuild(t, id)
 
-	l := startLoad(1, func(i int) error {
-		for _, r := range [][2]string{{ordinary, ordinaryAnswer}, {doc, docAnswer}} {
-			got, err := p.ask(r[0])
-			if err != nil {
-				return err
-			}
-			if got != r[1] {
-				return fmt.Errorf("%q answered %q, want %q", r[0], got, r[1])
-			}
-		}
-		return nil
-	})
-	l.waitFor(t, loadBefore)
-	pause := apply(t, bundle, p.pid)
-	l.waitFor(t, loadAfter)
-	n := l.finish(t)
-	t.Logf("%d requests during the patch, none failed", n)
+	pause := applyWhileAsked(t, p, bundle, [][2]string{{ordinary, ordinaryAnswer}, {doc, docAnswer}})
 
 	p.expect(exploit, fixed, "after apply (fixed)")
 	p.expect(ordinary, ordinaryAnswer, "after apply")

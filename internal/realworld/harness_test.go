@@ -316,6 +316,31 @@ func (w *walk) patchBuild(t *testing.T, id string) (string, int64) {
 var pauseRE = regexp.MustCompile(`^pid (\d+) \(.*\): (applied|reverted) (\S+) level \d+: (\d+) functions (switched|restored), pause (\d+) µs`)
 
 // apply applies the bundle to pid and returns the pause it reports.
+// applyWhileAsked applies bundle to p's process while one client keeps
+// sending it the (request, answer) pairs in normal, failing the test if one
+// request fails or is answered wrongly; it returns the pause.
+func applyWhileAsked(t *testing.T, p *lineProgram, bundle string, normal [][2]string) time.Duration {
+	t.Helper()
+	l := startLoad(1, func(int) error {
+		for _, r := range normal {
+			got, err := p.ask(r[0])
+			if err != nil {
+				return err
+			}
+			if got != r[1] {
+				return fmt.Errorf("%q answered %q, want %q", r[0], got, r[1])
+			}
+		}
+		return nil
+	})
+	l.waitFor(t, loadBefore)
+	pause := apply(t, bundle, p.pid)
+	l.waitFor(t, loadAfter)
+	n := l.finish(t)
+	t.Logf("%d requests during the patch, none failed", n)
+	return pause
+}
+
 func apply(t *testing.T, bundle string, pid int) time.Duration {
 	t.Helper()
 	r := hotfleet(t, cliTimeout, "patch", "apply", bundle, "--pid", strconv.Itoa(pid))

@@ -1,7 +1,6 @@
 package realworld
 
 import (
-	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -55,23 +54,7 @@ func TestLibxml2CVE2025_6021(t *testing.T) {
 	const id = "libxml2-cve-2025-6021"
 	bundle, size := w.patchBuild(t, id)
 
-	l := startLoad(1, func(int) error {
-		for _, r := range [][2]string{{ordinary, ordinaryAnswer}, {doc, docAnswer}} {
-			got, err := p.ask(r[0])
-			if err != nil {
-				return err
-			}
-			if got != r[1] {
-				return fmt.Errorf("%q answered %q, want %q", r[0], got, r[1])
-			}
-		}
-		return nil
-	})
-	l.waitFor(t, loadBefore)
-	pause := apply(t, bundle, p.pid)
-	l.waitFor(t, loadAfter)
-	n := l.finish(t)
-	t.Logf("%d requests during the patch, none failed", n)
+	pause := applyWhileAsked(t, p, bundle, [][2]string{{ordinary, ordinaryAnswer}, {doc, docAnswer}})
 
 	p.expect(exploit, fixed, "after apply (fixed)")
 	p.expect(ordinary, ordinaryAnswer, "after apply")

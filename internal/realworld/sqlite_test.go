@@ -1,7 +1,6 @@
 package realworld
 
 import (
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -82,18 +81,7 @@ func TestSqliteWindowRecursion(t *testing.T) {
 	const id = "sqlite3-window-recursion"
 	bundle, size := w.patchBuild(t, id)
 
-	l := startLoad(1, func(int) error {
-		got, err := p.ask(ordinary)
-		if err == nil && got != ordinaryAnswer {
-			err = fmt.Errorf("%q answered %q, want %q", ordinary, got, ordinaryAnswer)
-		}
-		return err
-	})
-	l.waitFor(t, loadBefore)
-	pause := apply(t, bundle, p.pid)
-	l.waitFor(t, loadAfter)
-	n := l.finish(t)
-	t.Logf("%d requests during the patch, none failed", n)
+	pause := applyWhileAsked(t, p, bundle, [][2]string{{ordinary, ordinaryAnswer}})
 
 	p.expect(exploit, fixed, "after apply (fixed)")
 	p.expect(ordinary, ordinaryAnswer, "after apply")
