@@ -27,11 +27,12 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func cmdPatchBuild(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("hotfleet patch build", flag.ContinueOnError)
 	var opts build.Options
-	var targets, cves, quiet stringList
+	var targets, cves, quiet, symbols stringList
 	var out, source, fix, buildCmd, work string
 	var keepWork, asJSON bool
 	var level uint
 	fs.Var(&targets, "target", "executable or shared library the processes run (repeatable with --source)")
+	fs.Var(&symbols, "symbols", "unstripped build standing in for a stripped --target: the same build, or a rebuild whose code and data are identical (repeatable)")
 	fs.StringVar(&opts.Orig, "orig", "", "object of the original source file")
 	fs.StringVar(&opts.Patched, "patched", "", "object of the fixed source file")
 	fs.StringVar(&source, "source", "", "source tree the targets were built from (builds it before and after --fix)")
@@ -69,7 +70,7 @@ func cmdPatchBuild(ctx context.Context, args []string) error {
 		if opts.Orig != "" || opts.Patched != "" {
 			return fmt.Errorf("%w: give either --source and --fix, or --orig and --patched, not both", errUsage)
 		}
-		return patchBuildFromSource(ctx, buildtree.Options{Source: source, Fix: fix, Targets: targets, BuildCmd: buildCmd,
+		return patchBuildFromSource(ctx, buildtree.Options{Source: source, Fix: fix, Targets: targets, Symbols: symbols, BuildCmd: buildCmd,
 			Work: work, KeepWork: keepWork, Output: os.Stderr, ID: opts.ID, Level: opts.Level, CVEs: opts.CVEs,
 			Description: opts.Description, Quiescent: opts.Quiescent, QuiescentFuncs: opts.QuiescentFuncs}, out, asJSON)
 	}
@@ -83,6 +84,12 @@ func cmdPatchBuild(ctx context.Context, args []string) error {
 	}
 	if len(targets) == 1 {
 		opts.Target = targets[0]
+	}
+	if len(symbols) > 1 {
+		return fmt.Errorf("%w: --orig and --patched build for one target, so at most one --symbols", errUsage)
+	}
+	if len(symbols) == 1 {
+		opts.Symbols = symbols[0]
 	}
 	if opts.Target == "" || opts.Orig == "" || opts.Patched == "" || out == "" {
 		return fmt.Errorf("%w: patch build needs --target BINARY --orig ORIG.o --patched FIXED.o -o FIX.hfp, or --source DIR --fix FIX.diff --target BINARY -o FIX.hfp", errUsage)

@@ -219,6 +219,27 @@ func TestStrippedTargetWithSymbols(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "has build-id 1234567890abcdef1234") || !strings.Contains(err.Error(), "different builds") {
 		t.Fatalf("symbols of another build: %v; want a refusal naming both build-ids", err)
 	}
+	// A rebuild of the same program whose build-id differs (as a
+	// distribution's binary rebuilt from its source package differs only
+	// in its debug information) stands in when every loaded byte is the
+	// same: here the same sources linked with another build-id of the same
+	// length.
+	rebuilt := p.compile(t, "rebuilt", "-O2", "-fPIE", "-pie", abs(t, "driver.c"),
+		abs(t, "multi/a.c"), abs(t, "multi/b.c"), abs(t, "multi/entries.c"), "-Wl,--build-id=0x"+strings.Repeat("ab", 20))
+	viaRebuild, err := Build(context.Background(), Options{Target: stripped, Symbols: rebuilt, Units: units, ID: "hf-strip", Level: 1})
+	if err != nil {
+		t.Fatalf("with a rebuild of identical code and data as symbols: %v", err)
+	}
+	if changedSet(viaRebuild) != changedSet(res) || viaRebuild.Changed[0].Site != res.Changed[0].Site {
+		t.Errorf("the rebuild gives %+v, the unstripped binary %+v", viaRebuild.Changed, res.Changed)
+	}
+	// The same, built at -O1: same size of build-id, other code.
+	rebuiltO1 := p.compile(t, "rebuilt-o1", "-O1", "-fPIE", "-pie", abs(t, "driver.c"),
+		abs(t, "multi/a.c"), abs(t, "multi/b.c"), abs(t, "multi/entries.c"), "-Wl,--build-id=0x"+strings.Repeat("cd", 20))
+	_, err = Build(context.Background(), Options{Target: stripped, Symbols: rebuiltO1, Units: units, ID: "hf-strip", Level: 1})
+	if err == nil || !strings.Contains(err.Error(), "different builds") {
+		t.Fatalf("symbols of a rebuild with other code: %v; want a refusal saying they are different builds", err)
+	}
 	if _, err := os.Stat(stripped); err != nil {
 		t.Fatal(err)
 	}

@@ -80,7 +80,7 @@ func openTarget(path, symbols string) (*target, error) {
 		return fail(fmt.Errorf("%w: target %s has no GNU build-id, so running copies cannot be recognised; relink it with -Wl,--build-id", ErrRefused, path))
 	}
 	if symbols != "" {
-		if t.syms, err = symbolsFrom(symbols, path, t.buildID); err != nil {
+		if t.syms, err = symbolsFrom(symbols, path, t.buildID, f); err != nil {
 			return fail(err)
 		}
 	} else if t.syms, err = f.Symbols(); err != nil {
@@ -215,9 +215,13 @@ func (t *target) close() { t.f.Close() }
 
 // symbolsFrom reads the .symtab of symbols, an unstripped copy (or debug
 // file) of the target. Only its symbols are used; the code the bundle
-// replaces is always read from the target itself. The two must have the same
-// build-id, or the addresses would belong to another build.
-func symbolsFrom(symbols, target string, buildID []byte) ([]elfx.Symbol, error) {
+// replaces is always read from the target itself. The two must be the same
+// build: the same build-id, or, for a rebuild of a distribution's binary
+// whose build-id differs only through its debug information (a build path
+// recorded there), the same loadable contents: every allocated section of
+// the target present in symbols at the same address with the same bytes.
+// Then every address symbols names is the target's.
+func symbolsFrom(symbols, target string, buildID []byte, tf *elfx.File) ([]elfx.Symbol, error) {
 	sf, err := elfx.Open(symbols)
 	if err != nil {
 		return nil, fmt.Errorf("read symbols file %s: %w", symbols, err)
@@ -228,7 +232,9 @@ func symbolsFrom(symbols, target string, buildID []byte) ([]elfx.Symbol, error) 
 		return nil, fmt.Errorf("read build-id of symbols file %s: %w", symbols, err)
 	}
 	if !bytes.Equal(id, buildID) {
-		return nil, fmt.Errorf("%w: symbols file %s has build-id %x but target %s has %x: they are different builds; give the unstripped binary (or debug file) of exactly this build", ErrRefused, symbols, id, target, buildID)
+		if why := sameLoadable(tf, sf); why != "" {
+			return nil, fmt.Errorf("%w: symbols file %s has build-id %x but target %s has %x, and they are different builds (%s); give the unstripped binary (or debug file) of exactly this build, or a rebuild whose code and data are identical", ErrRefused, symbols, id, target, buildID, why)
+		}
 	}
 	syms, err := sf.Symbols()
 	if err != nil {
@@ -238,6 +244,43 @@ func symbolsFrom(symbols, target string, buildID []byte) ([]elfx.Symbol, error) 
 		return nil, fmt.Errorf("read symbols of %s: %w", symbols, err)
 	}
 	return syms, nil
+}
+
+// sameLoadable compares what the loader maps of two ELF files: every
+// allocated section of t with contents (the build-id note aside) must exist
+// in o with the same address, size and bytes. It returns "" when they are
+// the same, else what differs.
+func sameLoadable(t, o *elfx.File) string {
+	compared := 0
+	for i, ts := range t.Sections {
+		if i == 0 || ts.Flags&elf.SHF_ALLOC == 0 || ts.Type == elf.SHT_NOBITS || ts.Name == ".note.gnu.build-id" {
+			continue
+		}
+		j := slices.IndexFunc(o.Sections, func(s *elf.Section) bool { return s.Name == ts.Name })
+		if j <= 0 {
+			return "section " + ts.Name + " is missing from the symbols file"
+		}
+		osec := o.Sections[j]
+		if osec.Type == elf.SHT_NOBITS {
+			return "the symbols file holds no contents for " + ts.Name + " (a debug file must match by build-id)"
+		}
+		if osec.Addr != ts.Addr || osec.Size != ts.Size {
+			return fmt.Sprintf("section %s is %d bytes at %#x in the target, %d bytes at %#x in the symbols file", ts.Name, ts.Size, ts.Addr, osec.Size, osec.Addr)
+		}
+		td, err1 := t.SectionData(i)
+		od, err2 := o.SectionData(j)
+		if err1 != nil || err2 != nil {
+			return "section " + ts.Name + " cannot be read"
+		}
+		if !bytes.Equal(td, od) {
+			return "the contents of " + ts.Name + " differ"
+		}
+		compared++
+	}
+	if compared == 0 {
+		return "the target has no loadable sections to compare"
+	}
+	return ""
 }
 
 // isLibrary reports whether the target is a shared library rather than a

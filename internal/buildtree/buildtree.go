@@ -33,10 +33,15 @@ import (
 
 // Options describe one build from source.
 type Options struct {
-	Source   string   // the source tree the shipped binaries were built from
-	Fix      string   // unified diff against Source
-	Targets  []string // the executables and shared libraries the processes run
-	BuildCmd string   // shell command that builds the tree; empty: detected
+	Source  string   // the source tree the shipped binaries were built from
+	Fix     string   // unified diff against Source
+	Targets []string // the executables and shared libraries the processes run
+	// Symbols are unstripped builds standing in for stripped targets: the
+	// same build (build-id), or a rebuild whose loaded code and data are
+	// identical (a distribution's package rebuilt from its source). Each
+	// serves the target with its build-id, or else its file name.
+	Symbols  []string
+	BuildCmd string // shell command that builds the tree; empty: detected
 	// Work is the working directory (created; must be empty). Empty: a
 	// temporary directory, removed at the end unless KeepWork.
 	Work     string
@@ -845,6 +850,27 @@ func (d *driver) symbolsFor(t *targetInfo) string {
 		if info, err := readELFInfo(c); err == nil && info.symtab && bytes.Equal(info.buildID, t.buildID) {
 			return c
 		}
+	}
+	// The user's stand-ins: by build-id, then by name; the builder proves
+	// that a stand-in with another build-id loads the very same bytes.
+	var byName []string
+	for _, c := range d.opts.Symbols {
+		info, err := readELFInfo(c)
+		if err != nil || !info.symtab {
+			continue
+		}
+		if bytes.Equal(info.buildID, t.buildID) {
+			return c
+		}
+		if filepath.Base(c) == filepath.Base(t.path) {
+			byName = append(byName, c)
+		}
+	}
+	if len(byName) == 1 {
+		return byName[0]
+	}
+	if len(d.opts.Symbols) == 1 && len(d.targets) == 1 {
+		return d.opts.Symbols[0]
 	}
 	return ""
 }
