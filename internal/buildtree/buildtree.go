@@ -714,7 +714,12 @@ func (d *driver) mapUnits(units []Unit) ([]Module, []string, error) {
 	// First what the link commands say; then, for units no logged link
 	// used, the targets' symbols.
 	var unlogged []Unit
-	logged := map[string]bool{} // sources with a compile placed by the log
+	type placedElsewhere struct {
+		u    Unit
+		into []string
+	}
+	var elsewhere []placedElsewhere // units linked only into modules no target names
+	logged := map[string]bool{}     // sources with a compile placed by the log
 	for _, u := range units {
 		placed := false
 		var into []string
@@ -738,9 +743,19 @@ func (d *driver) mapUnits(units []Unit) ([]Module, []string, error) {
 		case d.placeBySymbols(u, mods, renamed):
 			logged[u.Source] = true
 		default:
-			where := strings.Join(into, ", ")
-			return nil, nil, fmt.Errorf("%w: %s changed, and it is linked into %s, but no --target is that module; add --target for the installed copy of %s", ErrNotPatchable, u.Source, where, where)
+			elsewhere = append(elsewhere, placedElsewhere{u, into})
 		}
+	}
+	for _, e := range elsewhere {
+		where := strings.Join(e.into, ", ")
+		if logged[e.u.Source] {
+			// Another compile of the same file (libtool's PIC copy for the
+			// shared library) went into a target; this one (the static
+			// library's) only into modules that are not targets.
+			d.notes = append(d.notes, fmt.Sprintf("%s: the object %s goes only into %s, which no --target names; its other compile is in the bundle", e.u.Source, d.rel(e.u.Patched), where))
+			continue
+		}
+		return nil, nil, fmt.Errorf("%w: %s changed, and it is linked into %s, but no --target is that module; add --target for the installed copy of %s", ErrNotPatchable, e.u.Source, where, where)
 	}
 	for _, u := range unlogged {
 		if logged[u.Source] {
