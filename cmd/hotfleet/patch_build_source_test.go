@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -162,16 +161,10 @@ func TestPatchBuildFromSourceUsage(t *testing.T) {
 // cc) it is a compiler that passes through when no build is logging.
 func TestHotfleetBinaryIsTheWrapper(t *testing.T) {
 	testenv.NeedGCC(t)
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "hotfleet")
-	build := exec.Command(goTool, "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := testenv.BuildHotfleet(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 
 	cc := filepath.Join(dir, "cc")

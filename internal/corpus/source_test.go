@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -42,16 +41,7 @@ type hotfleetBuild struct {
 func (h *hotfleetBuild) get(t *testing.T) string {
 	t.Helper()
 	h.once.Do(func() {
-		h.bin = filepath.Join(h.dir, "hotfleet")
-		goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if p, err := exec.LookPath("go"); err == nil {
-			goTool = p
-		}
-		cmd := exec.Command(goTool, "build", "-o", h.bin, "hotfleet/cmd/hotfleet")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			h.err = fmt.Errorf("go build hotfleet/cmd/hotfleet: %v\n%s", err, out)
-		}
+		h.bin, h.err = testenv.BuildHotfleet(h.dir)
 	})
 	if h.err != nil {
 		t.Fatal(h.err)

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,17 +63,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	shareDir = dir
-	hotfleetBin = filepath.Join(dir, "hotfleet")
-	goTool := "go"
-	if p, err := exec.LookPath("go"); err == nil {
-		goTool = p
-	} else if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		goTool = p
-	}
-	cmd := exec.Command(goTool, "build", "-o", hotfleetBin, "hotfleet/cmd/hotfleet")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go build hotfleet/cmd/hotfleet: %v\n%s", err, out)
+	if hotfleetBin, err = testenv.BuildHotfleet(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	return m.Run()

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,17 +52,8 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	hotfleetBin = filepath.Join(dir, "hotfleet")
-	goTool := "go"
-	if p, err := exec.LookPath("go"); err == nil {
-		goTool = p
-	} else if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		goTool = p
-	}
-	cmd := exec.Command(goTool, "build", "-o", hotfleetBin, "hotfleet/cmd/hotfleet")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "realworld: go build hotfleet/cmd/hotfleet: %v\n%s", err, out)
+	if hotfleetBin, err = testenv.BuildHotfleet(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "realworld:", err)
 		return 1
 	}
 	return m.Run()

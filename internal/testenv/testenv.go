@@ -5,9 +5,11 @@ package testenv
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -57,4 +59,24 @@ func CC(t testing.TB, out string, args ...string) string {
 		t.Fatalf("gcc %v: %v\n%s", args, err, stderr.String())
 	}
 	return out
+}
+
+// BuildHotfleet builds the hotfleet binary into dir the way the Makefile
+// does (static, without cgo) and returns its path, for tests that run the
+// command as a user would.
+func BuildHotfleet(dir string) (string, error) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		if _, serr := os.Stat(goTool); serr != nil {
+			return "", fmt.Errorf("find the go tool to build hotfleet: %w", err)
+		}
+	}
+	out := filepath.Join(dir, "hotfleet")
+	cmd := exec.Command(goTool, "build", "-o", out, "hotfleet/cmd/hotfleet")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build hotfleet/cmd/hotfleet: %w\n%s", err, b)
+	}
+	return out, nil
 }
