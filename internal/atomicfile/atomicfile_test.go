@@ -100,14 +100,14 @@ func TestLeftoversRemoved(t *testing.T) {
 	}
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
 
-	deadPid := 1<<22 + 1 // above the kernel's pid_max limit: never a live process
+	deadPid := 1<<22 + 1      // above the kernel's pid_max limit: never a live process
 	files := map[string]bool{ // name -> must survive
-		fmt.Sprintf(".state.json.tmp-%d-17", deadPid):              false,
-		fmt.Sprintf(".state.json.tmp-%d-18", os.Getpid()):          false, // ours, not in flight
-		".state.json.tmp-garbage":                                  false,
+		fmt.Sprintf(".state.json.tmp-%d-17", deadPid):             false,
+		fmt.Sprintf(".state.json.tmp-%d-18", os.Getpid()):         false, // ours, not in flight
+		".state.json.tmp-garbage":                                 false,
 		fmt.Sprintf(".state.json.tmp-%d-19", sleeper.Process.Pid): true,
-		fmt.Sprintf(".other.json.tmp-%d-20", deadPid):              true,
-		"unrelated":                                                true,
+		fmt.Sprintf(".other.json.tmp-%d-20", deadPid):             true,
+		"unrelated": true,
 	}
 	for name := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte("half"), 0o600); err != nil {
