@@ -1,0 +1,471 @@
+package procwatch
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"hotfleet/internal/testenv"
+)
+
+// eventWait bounds how long a test waits for an event the kernel sends at
+// once; generous because the CI machine is shared.
+const eventWait = 5 * time.Second
+
+func build(t *testing.T, name string, extra ...string) string {
+	t.Helper()
+	return testenv.CC(t, name, append([]string{"-O1", "-Wall", filepath.Join("testdata", name+".c")}, extra...)...)
+}
+
+func testLog(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, nil))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+
+func open(t *testing.T, opts Options) *Watcher {
+	t.Helper()
+	testenv.NeedRoot(t)
+	if opts.Log == nil {
+		opts.Log = testLog(t)
+	}
+	w, err := Open(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("Open(%+v): %v", opts, err)
+	}
+	t.Cleanup(func() { w.Close() })
+	want := opts.Mode
+	if want == "" {
+		want = ModeNetlink
+	}
+	if w.Mode() != want {
+		t.Fatalf("Mode() = %q, want %q", w.Mode(), want)
+	}
+	return w
+}
+
+// started is a process under test that waits for its stdin to close.
+type started struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+func start(t *testing.T, path string, args ...string) *started {
+	t.Helper()
+	cmd := exec.Command(path, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", path, err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return &started{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+}
+
+func (s *started) pid() int { return s.cmd.Process.Pid }
+
+// finish lets the process exit and reaps it.
+func (s *started) finish(t *testing.T) {
+	t.Helper()
+	s.stdin.Close()
+	s.cmd.Wait()
+}
+
+// next waits for the first event that match accepts, failing the test after
+// eventWait; the events before it are returned too.
+func next(t *testing.T, w *Watcher, what string, match func(Event) bool) (Event, []Event) {
+	t.Helper()
+	var seen []Event
+	timeout := time.After(eventWait)
+	for {
+		select {
+		case ev, ok := <-w.Events():
+			if !ok {
+				t.Fatalf("waiting for %s: Events closed", what)
+			}
+			if match(ev) {
+				return ev, seen
+			}
+			seen = append(seen, ev)
+		case <-timeout:
+			t.Fatalf("no %s within %v (%d other events, lost %d)", what, eventWait, len(seen), w.Lost())
+		}
+	}
+}
+
+// quiet collects the events for d.
+func quiet(w *Watcher, d time.Duration) []Event {
+	var seen []Event
+	timeout := time.After(d)
+	for {
+		select {
+		case ev, ok := <-w.Events():
+			if !ok {
+				return seen
+			}
+			seen = append(seen, ev)
+		case <-timeout:
+			return seen
+		}
+	}
+}
+
+func is(kind Kind, pid int) func(Event) bool {
+	return func(ev Event) bool { return ev.Kind == kind && ev.Pid == pid }
+}
+
+func TestNetlinkSeesExecWithPid(t *testing.T) {
+	hold := build(t, "hold")
+	w := open(t, Options{Mode: ModeNetlink})
+	before := time.Now()
+	p := start(t, hold)
+	ev, _ := next(t, w, "exec of hold", is(Exec, p.pid()))
+	if ev.Tid != p.pid() || !ev.Exact {
+		t.Errorf("exec event %+v: want Tid %d and Exact", ev, p.pid())
+	}
+	if ev.Time.Before(before) || time.Since(ev.Time) > eventWait {
+		t.Errorf("exec event Time %v is not between the start (%v) and now", ev.Time, before)
+	}
+	if ev.Stamp <= 0 {
+		t.Errorf("exec event has no kernel timestamp: %+v", ev)
+	}
+	p.finish(t)
+	ev, _ = next(t, w, "exit of hold", is(Exit, p.pid()))
+	if ev.ExitCode != 0 || ev.Signal != 0 || ev.Parent != os.Getpid() {
+		t.Errorf("exit event %+v: want code 0, no signal, parent %d", ev, os.Getpid())
+	}
+}
+
+func TestNetlinkExitCause(t *testing.T) {
+	hold := build(t, "hold")
+	segv := build(t, "segv")
+	w := open(t, Options{Mode: ModeNetlink})
+	tests := []struct {
+		name   string
+		run    func(t *testing.T) int
+		code   int
+		signal syscall.Signal
+	}{
+		{"exit 3", func(t *testing.T) int {
+			p := start(t, hold, "3")
+			p.finish(t)
+			if got := p.cmd.ProcessState.ExitCode(); got != 3 {
+				t.Fatalf("hold 3 exited with %d", got)
+			}
+			return p.pid()
+		}, 3, 0},
+		{"null write", func(t *testing.T) int {
+			cmd := exec.Command(segv)
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGSEGV {
+				t.Fatalf("segv: want death by SIGSEGV, got %v", err)
+			}
+			return cmd.Process.Pid
+		}, 0, syscall.SIGSEGV},
+		{"killed", func(t *testing.T) int {
+			p := start(t, hold)
+			next(t, w, "exec of hold", is(Exec, p.pid()))
+			p.cmd.Process.Signal(syscall.SIGTERM)
+			p.cmd.Wait()
+			return p.pid()
+		}, 0, syscall.SIGTERM},
+		{"exit 0", func(t *testing.T) int {
+			p := start(t, hold, "0")
+			p.finish(t)
+			return p.pid()
+		}, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pid := tc.run(t)
+			ev, _ := next(t, w, "exit", is(Exit, pid))
+			if ev.ExitCode != tc.code || ev.Signal != tc.signal || ev.CoreDumped || !ev.Exact || ev.Tid != pid {
+				t.Errorf("exit event %+v: want code %d, signal %v, no core dump, exact, Tid %d", ev, tc.code, tc.signal, pid)
+			}
+		})
+	}
+}
+
+func TestNetlinkThreadExitsAreNotProcessExits(t *testing.T) {
+	threads := build(t, "threads", "-pthread")
+	w := open(t, Options{Mode: ModeNetlink})
+	p := start(t, threads)
+	line, err := p.out.ReadString('\n')
+	if err != nil || line != "joined\n" {
+		t.Fatalf("threads said %q, %v", line, err)
+	}
+	// All eight threads have exited; the kernel sent their exit events
+	// before "joined" was written.
+	for _, ev := range quiet(w, 200*time.Millisecond) {
+		if ev.Pid == p.pid() && ev.Kind == Exit {
+			t.Fatalf("a thread's exit was reported as the process's: %+v", ev)
+		}
+	}
+	p.finish(t)
+	ev, _ := next(t, w, "exit of threads", is(Exit, p.pid()))
+	if ev.ExitCode != 7 || ev.Signal != 0 {
+		t.Errorf("exit event %+v: want code 7", ev)
+	}
+	for _, ev := range quiet(w, 200*time.Millisecond) {
+		if ev.Pid == p.pid() {
+			t.Errorf("event after the process's exit: %+v", ev)
+		}
+	}
+}
+
+func TestForksOnlyWhenAsked(t *testing.T) {
+	hold := build(t, "hold")
+	with := open(t, Options{Mode: ModeNetlink, Forks: true})
+	without := open(t, Options{Mode: ModeNetlink})
+	p := start(t, hold)
+	fork, seen := next(t, with, "fork of hold", is(Fork, p.pid()))
+	if fork.Parent != os.Getpid() {
+		t.Errorf("fork event %+v: want parent %d", fork, os.Getpid())
+	}
+	for _, ev := range seen {
+		if ev.Pid == p.pid() {
+			t.Errorf("event before the fork: %+v", ev)
+		}
+	}
+	next(t, with, "exec after the fork", is(Exec, p.pid()))
+	_, seen = next(t, without, "exec of hold", is(Exec, p.pid()))
+	for _, ev := range seen {
+		if ev.Kind == Fork {
+			t.Errorf("fork delivered without Options.Forks: %+v", ev)
+		}
+	}
+	p.finish(t)
+}
+
+func TestIgnoreSelf(t *testing.T) {
+	hold := build(t, "hold")
+	quick := build(t, "quick")
+	// Started before the watchers open: IgnoreSelf learns only the
+	// helpers forked afterwards, so its exec is reported to both.
+	earlier := start(t, hold, "0", quick)
+	all := open(t, Options{Mode: ModeNetlink})
+	mine := open(t, Options{Mode: ModeNetlink, IgnoreSelf: true})
+	helper := start(t, hold)
+	next(t, all, "exec of the helper", is(Exec, helper.pid()))
+	helper.finish(t)
+	next(t, all, "exit of the helper", is(Exit, helper.pid()))
+	earlier.finish(t)
+	next(t, all, "exec of quick by the earlier process", is(Exec, earlier.pid()))
+	_, seen := next(t, mine, "exec of quick by the earlier process", is(Exec, earlier.pid()))
+	for _, ev := range seen {
+		if ev.Pid == helper.pid() || ev.Pid == os.Getpid() {
+			t.Errorf("IgnoreSelf delivered an event of the agent's own: %+v", ev)
+		}
+	}
+}
+
+func TestPollMode(t *testing.T) {
+	hold := build(t, "hold")
+	w := open(t, Options{Mode: ModePoll, PollInterval: 20 * time.Millisecond})
+	p := start(t, hold, "5")
+	ev, _ := next(t, w, "exec of hold", is(Exec, p.pid()))
+	if ev.Exact || ev.Tid != p.pid() {
+		t.Errorf("poll exec event %+v: want Exact false, Tid %d", ev, p.pid())
+	}
+	p.finish(t)
+	ev, _ = next(t, w, "exit of hold", is(Exit, p.pid()))
+	if ev.Exact || ev.Signal != 0 || ev.ExitCode != 0 {
+		t.Errorf("poll exit event %+v: want Exact false and no cause (the poll cannot know it)", ev)
+	}
+	for _, ev := range quiet(w, 100*time.Millisecond) {
+		if ev.Pid == p.pid() {
+			t.Errorf("event after the exit: %+v", ev)
+		}
+	}
+}
+
+// TestPollSeesExecInKnownProcess: a process the poll already knows executes
+// another program; same pid, same start time, and yet an Exec.
+func TestPollSeesExecInKnownProcess(t *testing.T) {
+	hold := build(t, "hold")
+	w := open(t, Options{Mode: ModePoll, PollInterval: 20 * time.Millisecond})
+	p := start(t, hold, "0", hold, "9")
+	next(t, w, "exec of hold", is(Exec, p.pid()))
+	for _, ev := range quiet(w, 100*time.Millisecond) { // several polls
+		if ev.Pid == p.pid() {
+			t.Fatalf("event for an unchanged process: %+v", ev)
+		}
+	}
+	if _, err := p.stdin.Write([]byte{'x'}); err != nil {
+		t.Fatal(err)
+	}
+	ev, _ := next(t, w, "event of hold", func(ev Event) bool { return ev.Pid == p.pid() })
+	if ev.Kind != Exec {
+		t.Fatalf("after hold executed a second hold: %+v, want an exec", ev)
+	}
+	p.finish(t)
+	if got := p.cmd.ProcessState.ExitCode(); got != 9 {
+		t.Fatalf("the second hold exited with %d, want 9: the exec did not happen", got)
+	}
+	next(t, w, "exit of the second hold", is(Exit, p.pid()))
+}
+
+func TestOpenFallsBackOrFails(t *testing.T) {
+	if _, err := Open(context.Background(), Options{Mode: "bogus"}); err == nil {
+		t.Error("Open with mode bogus: want an error")
+	}
+	if _, err := Open(context.Background(), Options{Mode: ModePoll, PollInterval: time.Microsecond}); err == nil {
+		t.Error("Open with a 1µs poll interval: want an error")
+	}
+}
+
+func TestContextEndClosesEvents(t *testing.T) {
+	testenv.NeedRoot(t)
+	for _, mode := range []string{ModeNetlink, ModePoll} {
+		t.Run(mode, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			w, err := Open(ctx, Options{Mode: mode, PollInterval: 10 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cancel()
+			timeout := time.After(eventWait)
+			for {
+				select {
+				case _, ok := <-w.Events():
+					if !ok {
+						if err := w.Close(); err != nil {
+							t.Errorf("Close after the context ended: %v", err)
+						}
+						return
+					}
+				case <-timeout:
+					t.Fatal("Events not closed after the context ended")
+				}
+			}
+		})
+	}
+}
+
+func TestFileOpensSeesDlopen(t *testing.T) {
+	dir := t.TempDir()
+	lib := testenv.CC(t, filepath.Join(dir, "libanswer.so"), "-shared", "-fPIC", filepath.Join("testdata", "answer.c"))
+	dlopener := build(t, "dlopener", "-ldl")
+	plain := filepath.Join(dir, "plain.txt")
+	untouched := filepath.Join(dir, "untouched.txt")
+	for _, p := range []string{plain, untouched} {
+		if err := os.WriteFile(p, []byte("hello\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := NewFileOpens()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range []string{lib, lib, untouched} { // twice: idempotent
+		if err := f.Watch(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := exec.Command(dlopener, lib, plain).CombinedOutput()
+	if err != nil || string(out) != "42\n" {
+		t.Fatalf("dlopener: %v: %s", err, out)
+	}
+	got := collect(f, 300*time.Millisecond)
+	if len(got) != 1 || got[0] != lib {
+		t.Fatalf("opens seen %q, want exactly [%s] (the library once; the plain file is not watched, the untouched one not opened)", got, lib)
+	}
+
+	// Unwatched, the library's open is no longer reported.
+	if err := f.Unwatch(lib); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(dlopener, lib, untouched).CombinedOutput(); err != nil {
+		t.Fatalf("dlopener: %v: %s", err, out)
+	}
+	if got := collect(f, 300*time.Millisecond); len(got) != 1 || got[0] != untouched {
+		t.Fatalf("after Unwatch(lib) opens seen %q, want only [%s]", got, untouched)
+	}
+}
+
+// TestFileOpensFollowsReplacement: a package upgrade renames a new file over
+// the watched one; the watch must follow the name to the new file.
+func TestFileOpensFollowsReplacement(t *testing.T) {
+	dir := t.TempDir()
+	lib := testenv.CC(t, filepath.Join(dir, "libanswer.so"), "-shared", "-fPIC", filepath.Join("testdata", "answer.c"))
+	dlopener := build(t, "dlopener", "-ldl")
+	f, err := NewFileOpens()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Watch(lib); err != nil {
+		t.Fatal(err)
+	}
+	// Keep the old file alive, as a process that maps it would.
+	old, err := os.Open(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	collect(f, 50*time.Millisecond)
+	testenv.CC(t, lib+".new", "-shared", "-fPIC", filepath.Join("testdata", "answer.c"))
+	if err := os.Rename(lib+".new", lib); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the reader see IN_ATTRIB
+	if out, err := exec.Command(dlopener, lib, "/proc/self/stat").CombinedOutput(); err != nil {
+		t.Fatalf("dlopener: %v: %s", err, out)
+	}
+	if got := collect(f, 300*time.Millisecond); len(got) != 1 || got[0] != lib {
+		t.Fatalf("opens of the replaced library seen %q, want [%s]", got, lib)
+	}
+}
+
+func collect(f *FileOpens, d time.Duration) []string {
+	var got []string
+	timeout := time.After(d)
+	for {
+		select {
+		case p := <-f.Events():
+			got = append(got, p)
+		case <-timeout:
+			return got
+		}
+	}
+}
+
+func TestFileOpensAfterClose(t *testing.T) {
+	f, err := NewFileOpens()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-f.Events(); ok {
+		t.Error("Events open after Close")
+	}
+	if err := f.Watch("/etc/hostname"); !errors.Is(err, ErrClosed) {
+		t.Errorf("Watch after Close: %v, want ErrClosed", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}

@@ -1,0 +1,2 @@
+/* answer: the small library dlopener loads. */
+int answer(void) { return 42; }
