@@ -26,6 +26,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -60,6 +61,10 @@ const (
 	// desktopTimeout bounds one user's notification, from starting the child
 	// to the server's reply: a hung desktop must not hold up the others.
 	desktopTimeout = 5 * time.Second
+	// desktopParallel is how many users are notified at once: enough that a
+	// few hung desktops do not serialise their timeouts, few enough for a
+	// small device.
+	desktopParallel = 4
 	// maxSessions bounds the session buses notified: a terminal server with
 	// more logged-in users than this gets the journal and motd only.
 	maxSessions = 256
@@ -201,16 +206,29 @@ func (p paths) desktop(ctx context.Context, cfg Config, log *slog.Logger) ([]str
 	if err != nil {
 		return nil, fmt.Errorf("find the running binary to notify desktop users: %w", err)
 	}
+	// Each user gets their own child; a few at a time keep a hung desktop
+	// from delaying everyone by desktopTimeout without flooding a small device.
+	errs := make([]error, len(ss))
+	ids := make([]string, len(ss))
+	sem := make(chan struct{}, desktopParallel)
+	var wg sync.WaitGroup
+	for i, s := range ss {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			ids[i], errs[i] = sendAs(ctx, exe, s, cfg)
+		}()
+	}
+	wg.Wait()
 	var told []string
-	var errs []error
-	for _, s := range ss {
-		id, err := sendAs(ctx, exe, s, cfg)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("notify %s on %s: %w", s, s.bus, err))
-			log.Warn("desktop notification failed", "user", s.String(), "err", err)
+	for i, s := range ss {
+		if errs[i] != nil {
+			errs[i] = fmt.Errorf("notify %s on %s: %w", s, s.bus, errs[i])
+			log.Warn("desktop notification failed", "user", s.String(), "err", errs[i])
 			continue
 		}
-		log.Debug("desktop notification sent", "user", s.String(), "id", id)
+		log.Debug("desktop notification sent", "user", s.String(), "id", ids[i])
 		told = append(told, s.String())
 	}
 	return told, errors.Join(errs...)

@@ -28,8 +28,13 @@ import (
 // in DBUS_SESSION_BUS_ADDRESS that prints every Notify call as a JSON line.
 const serverEnv = "HOTFLEET_NOTIFY_TEST_SERVER"
 
-// nobody is the unprivileged user the tests' session belongs to.
-const nobody = 65534
+const (
+	// nobody is the unprivileged user the tests' sessions belong to.
+	nobody = 65534
+	// games is a second user every Debian system has (base-passwd), whose
+	// primary group (60) differs from its uid.
+	games = 5
+)
 
 func TestMain(m *testing.M) {
 	if os.Getenv(ChildEnv) == "1" {
@@ -49,6 +54,7 @@ func TestMain(m *testing.M) {
 type call struct {
 	App, Summary, Body string
 	UID                uint32 // of the connection that called, asked of the bus
+	GID                string // real gid of the calling process
 }
 
 type server struct {
@@ -62,7 +68,22 @@ func (s *server) Notify(sender dbus.Sender, app string, replaces uint32, icon, s
 	if err := s.conn.BusObject().Call("org.freedesktop.DBus.GetConnectionUnixUser", 0, string(sender)).Store(&uid); err != nil {
 		return 0, dbus.MakeFailedError(err)
 	}
-	if err := s.out.Encode(call{App: app, Summary: summary, Body: body, UID: uid}); err != nil {
+	var pid uint32
+	if err := s.conn.BusObject().Call("org.freedesktop.DBus.GetConnectionUnixProcessID", 0, string(sender)).Store(&pid); err != nil {
+		return 0, dbus.MakeFailedError(err)
+	}
+	// The caller waits for our reply, so its status is still there.
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, dbus.MakeFailedError(err)
+	}
+	var gid string
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "Gid:"); ok {
+			gid = strings.Fields(v)[0]
+		}
+	}
+	if err := s.out.Encode(call{App: app, Summary: summary, Body: body, UID: uid, GID: gid}); err != nil {
 		return 0, dbus.MakeFailedError(err)
 	}
 	return 42, nil
@@ -91,7 +112,7 @@ type world struct {
 	base    string
 	p       paths
 	journal *net.UnixConn
-	calls   *bufio.Scanner // of the notification server, when started
+	calls   map[uint32]*bufio.Scanner // of each session's notification server
 }
 
 // newWorld makes a base dir every user can traverse, with a copy of the
@@ -153,16 +174,16 @@ func read(t *testing.T, c *net.UnixConn, d time.Duration) []byte {
 	return buf[:n]
 }
 
-func asNobody() *syscall.SysProcAttr {
+func as(uid uint32) *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{
-		Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}},
+		Credential: &syscall.Credential{Uid: uid, Gid: uid, Groups: []uint32{}},
 		Pdeathsig:  syscall.SIGKILL,
 	}
 }
 
-// startSession starts a real dbus-daemon as nobody with its socket where a
+// startSession starts a real dbus-daemon as uid with its socket where a
 // logind session's would be, and the test notification server on it.
-func (w *world) startSession(t *testing.T) {
+func (w *world) startSession(t *testing.T, uid uint32) {
 	t.Helper()
 	daemon, err := exec.LookPath("dbus-daemon")
 	if err != nil {
@@ -171,18 +192,18 @@ func (w *world) startSession(t *testing.T) {
 		}
 		t.Skip("needs dbus-daemon: ", err)
 	}
-	dir := filepath.Join(w.p.runUser, strconv.Itoa(nobody))
+	dir := filepath.Join(w.p.runUser, strconv.Itoa(int(uid)))
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chown(dir, nobody, nobody); err != nil {
+	if err := os.Chown(dir, int(uid), int(uid)); err != nil {
 		t.Fatal(err)
 	}
 	bus := filepath.Join(dir, "bus")
 	env := []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent", "XDG_RUNTIME_DIR=" + dir}
 
 	d := exec.Command(daemon, "--session", "--nofork", "--nopidfile", "--address=unix:path="+bus, "--print-address")
-	d.Env, d.SysProcAttr, d.Dir = env, asNobody(), "/"
+	d.Env, d.SysProcAttr, d.Dir = env, as(uid), "/"
 	var derr bytes.Buffer
 	d.Stderr = &derr
 	dout, err := d.StdoutPipe()
@@ -202,7 +223,7 @@ func (w *world) startSession(t *testing.T) {
 	exe, _ := w.p.exe()
 	s := exec.Command(exe)
 	s.Env = append(env, serverEnv+"=1", "DBUS_SESSION_BUS_ADDRESS="+addr)
-	s.SysProcAttr, s.Dir = asNobody(), "/"
+	s.SysProcAttr, s.Dir = as(uid), "/"
 	var serr bytes.Buffer
 	s.Stderr = &serr
 	sin, err := s.StdinPipe()
@@ -217,19 +238,24 @@ func (w *world) startSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sin.Close(); _ = s.Process.Kill(); _ = s.Wait() })
-	w.calls = bufio.NewScanner(sout)
-	if !w.calls.Scan() || w.calls.Text() != "ready" {
-		t.Fatalf("test notification server printed %q; stderr: %s", w.calls.Text(), serr.String())
+	sc := bufio.NewScanner(sout)
+	if !sc.Scan() || sc.Text() != "ready" {
+		t.Fatalf("test notification server printed %q; stderr: %s", sc.Text(), serr.String())
 	}
+	if w.calls == nil {
+		w.calls = map[uint32]*bufio.Scanner{}
+	}
+	w.calls[uid] = sc
 }
 
-// nextCall returns the next Notify call the server recorded, failing after d.
-func (w *world) nextCall(t *testing.T, d time.Duration) (call, bool) {
+// nextCall returns the next Notify call uid's server recorded, or false after d.
+func (w *world) nextCall(t *testing.T, uid uint32, d time.Duration) (call, bool) {
 	t.Helper()
+	sc := w.calls[uid]
 	got := make(chan string, 1)
 	go func() {
-		if w.calls.Scan() {
-			got <- w.calls.Text()
+		if sc.Scan() {
+			got <- sc.Text()
 		}
 		close(got)
 	}()
@@ -264,7 +290,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 func TestNotify(t *testing.T) {
 	testenv.NeedRoot(t)
 	w := newWorld(t)
-	w.startSession(t)
+	w.startSession(t, nobody)
+	w.startSession(t, games)
 	w.journal = listen(t, w.p.journal)
 	cfg := Config{Enabled: true, Summary: "Fixes for CVE-2026-0001", Body: "hotfleet fixed libexample in 3 running programs.", MotdPath: filepath.Join(w.base, "motd.d", "hotfleet")}
 
@@ -276,16 +303,19 @@ func TestNotify(t *testing.T) {
 	}
 	t.Logf("Notify took %v: %+v", took, res)
 
-	wantUser := fmt.Sprintf("nobody (uid %d)", nobody)
-	if len(res.Desktop) != 1 || res.Desktop[0] != wantUser {
-		t.Errorf("Desktop = %q, want [%q]", res.Desktop, wantUser)
+	want := []string{fmt.Sprintf("games (uid %d)", games), fmt.Sprintf("nobody (uid %d)", nobody)}
+	if strings.Join(res.Desktop, ",") != strings.Join(want, ",") {
+		t.Errorf("Desktop = %q, want %q", res.Desktop, want)
 	}
-	c, ok := w.nextCall(t, 5*time.Second)
-	if !ok {
-		t.Fatal("the notification server got no Notify call")
-	}
-	if c != (call{App: "hotfleet", Summary: cfg.Summary, Body: cfg.Body, UID: nobody}) {
-		t.Errorf("server got %+v, want app hotfleet, the summary and body, from uid %d", c, nobody)
+	// The sender runs with the user's uid and primary group from passwd.
+	for uid, gid := range map[uint32]string{nobody: "65534", games: "60"} {
+		c, ok := w.nextCall(t, uid, 5*time.Second)
+		if !ok {
+			t.Fatalf("the notification server of uid %d got no Notify call", uid)
+		}
+		if c != (call{App: "hotfleet", Summary: cfg.Summary, Body: cfg.Body, UID: uid, GID: gid}) {
+			t.Errorf("server of uid %d got %+v, want app hotfleet, the summary and body, from uid %d gid %s", uid, c, uid, gid)
+		}
 	}
 
 	if !res.Journal {
@@ -317,14 +347,14 @@ func TestNotify(t *testing.T) {
 func TestDisabled(t *testing.T) {
 	testenv.NeedRoot(t)
 	w := newWorld(t)
-	w.startSession(t)
+	w.startSession(t, nobody)
 	w.journal = listen(t, w.p.journal)
 	motd := filepath.Join(w.base, "motd.d", "hotfleet")
 	res, err := w.p.notify(context.Background(), Config{Enabled: false, MotdPath: motd}, testLog(t))
 	if err != nil || len(res.Desktop) != 0 || res.Journal || res.Motd != "" {
 		t.Fatalf("disabled Notify = %+v, %v; want nothing", res, err)
 	}
-	if c, ok := w.nextCall(t, time.Second); ok {
+	if c, ok := w.nextCall(t, nobody, time.Second); ok {
 		t.Errorf("disabled Notify reached the desktop: %+v", c)
 	}
 	if dg := read(t, w.journal, 200*time.Millisecond); dg != nil {
