@@ -260,7 +260,9 @@ func sendAs(ctx context.Context, exe string, s session, cfg Config) (string, err
 	cmd.Stdin = strings.NewReader(string(req))
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Credential: &syscall.Credential{Uid: s.uid, Gid: s.gid, Groups: []uint32{}},
-		Pdeathsig:  syscall.SIGKILL,
+		// No Pdeathsig: it fires when the forking OS thread exits, which
+		// in a Go program happens whenever a locked goroutine ends. The
+		// child ends itself after desktopTimeout (ChildMain).
 	}
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

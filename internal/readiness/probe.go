@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -117,7 +116,10 @@ func probeChild(ctx context.Context) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe)
 	cmd.Env = append(os.Environ(), ProbeEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// No Pdeathsig: it fires when the forking OS thread exits, which a Go
+	// program does whenever a locked goroutine ends, not when we do. The
+	// child ends by itself when our end of its stdin closes, as it does
+	// when we die, or after probeTargetLifetime.
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return "", fmt.Errorf("start probe target %s: %w", exe, err)
@@ -170,64 +172,70 @@ func probe(ctx context.Context, pid int, ownChild bool) (string, error) {
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
-		// The thread stays locked and dies with the goroutine: it was a tracer.
-		d, err := probeLocked(ctx, pid, ownChild)
+		d, attached, err := probeLocked(ctx, pid, ownChild)
+		// A thread still attached to the process after a failed probe stays
+		// locked and dies with the goroutine: its exit makes the kernel
+		// detach. A clean thread goes back to the pool, since a thread's
+		// exit also SIGKILLs children started from it with Pdeathsig.
+		if !attached {
+			runtime.UnlockOSThread()
+		}
 		ch <- result{d, err}
 	}()
 	r := <-ch
 	return r.detail, r.err
 }
 
-func probeLocked(ctx context.Context, pid int, ownChild bool) (string, error) {
+func probeLocked(ctx context.Context, pid int, ownChild bool) (detail string, attached bool, err error) {
 	if err := unix.PtraceSeize(pid); err != nil {
-		return "", fmt.Errorf("attach to pid %d (PTRACE_SEIZE): %w", pid, err)
+		return "", false, fmt.Errorf("attach to pid %d (PTRACE_SEIZE): %w", pid, err)
 	}
-	detached := false
+	attached = true
 	defer func() {
-		if !detached {
-			_ = unix.PtraceDetach(pid)
+		if attached && unix.PtraceDetach(pid) == nil {
+			attached = false
 		}
 	}()
 	if err := unix.PtraceInterrupt(pid); err != nil {
-		return "", fmt.Errorf("stop pid %d (PTRACE_INTERRUPT): %w", pid, err)
+		return "", attached, fmt.Errorf("stop pid %d (PTRACE_INTERRUPT): %w", pid, err)
 	}
 	start := time.Now()
 	if err := waitStop(ctx, pid); err != nil {
-		return "", err
+		return "", attached, err
 	}
 	stopped := time.Since(start)
 
 	maps, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/maps")
 	if err != nil {
-		return "", fmt.Errorf("read memory map of pid %d: %w", pid, err)
+		return "", attached, fmt.Errorf("read memory map of pid %d: %w", pid, err)
 	}
 	text, data := pickMappings(string(maps))
 	if text == 0 {
-		return "", fmt.Errorf("pid %d has no file-backed executable mapping to probe", pid)
+		return "", attached, fmt.Errorf("pid %d has no file-backed executable mapping to probe", pid)
 	}
 	mem, err := os.OpenFile("/proc/"+strconv.Itoa(pid)+"/mem", os.O_RDWR, 0)
 	if err != nil {
-		return "", fmt.Errorf("open /proc/%d/mem for writing: %w", pid, err)
+		return "", attached, fmt.Errorf("open /proc/%d/mem for writing: %w", pid, err)
 	}
 	defer mem.Close()
 	if err := rewriteByte(mem, pid, text, "code"); err != nil {
-		return "", err
+		return "", attached, err
 	}
 	what := "code"
 	if ownChild {
 		if data == 0 {
-			return "", fmt.Errorf("pid %d has no writable mapping to probe", pid)
+			return "", attached, fmt.Errorf("pid %d has no writable mapping to probe", pid)
 		}
 		if err := rewriteByte(mem, pid, data, "writable memory"); err != nil {
-			return "", err
+			return "", attached, err
 		}
 		what = "code and writable memory"
 	}
 	if err := unix.PtraceDetach(pid); err != nil {
-		return "", fmt.Errorf("detach from pid %d: %w", pid, err)
+		return "", attached, fmt.Errorf("detach from pid %d: %w", pid, err)
 	}
-	detached = true
-	return fmt.Sprintf("attached to pid %d, stopped it in %v, rewrote %s through /proc/PID/mem", pid, stopped.Round(time.Microsecond), what), nil
+	attached = false
+	return fmt.Sprintf("attached to pid %d, stopped it in %v, rewrote %s through /proc/PID/mem", pid, stopped.Round(time.Microsecond), what), false, nil
 }
 
 // waitStop waits for the interrupt stop of a seized process without blocking

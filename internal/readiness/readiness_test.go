@@ -299,3 +299,28 @@ func TestWithoutCapability(t *testing.T) {
 	t.Logf("ptrace-capability: %s (%s)", c.Reason, c.Detail)
 	t.Logf("proc-mem: %s; action: %s", p.Reason, p.Action)
 }
+
+// TestProbeLeavesProcessRunning probes a running process named by pid and
+// checks it is afterwards neither traced nor stopped, and still alive.
+func TestProbeLeavesProcessRunning(t *testing.T) {
+	testenv.NeedRoot(t)
+	target := startProbeTarget(t)
+	pid := target.Process.Pid
+	r := Run(context.Background(), Options{StateDir: t.TempDir(), Probe: true, ProbePID: pid})
+	p := byName(t, r, "proc-mem")
+	if !p.OK || !strings.Contains(p.Detail, fmt.Sprintf("attached to pid %d", pid)) || !strings.Contains(p.Detail, "rewrote code through") {
+		t.Fatalf("probe of pid %d: %+v", pid, p)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("the probed process is gone: %v", err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok && strings.TrimSpace(v) != "0" {
+			t.Errorf("pid %d still traced after the probe: %s", pid, line)
+		}
+		if v, ok := strings.CutPrefix(line, "State:"); ok && !strings.HasPrefix(strings.TrimSpace(v), "S") && !strings.HasPrefix(strings.TrimSpace(v), "R") {
+			t.Errorf("pid %d left %s after the probe", pid, line)
+		}
+	}
+}
