@@ -40,6 +40,12 @@ const (
 	// maxRecordBytes bounds the length field a reader believes; anything
 	// larger is corruption.
 	maxRecordBytes = maxItemBytes + 64
+	// minItemFrame is the smallest item record: frame, Seq, time, two empty
+	// strings and a one-byte JSON body.
+	minItemFrame = frameHeader + 1 + 16 + 1 + 1 + 1
+	// maxSeq bounds a Seq a reader believes: a billion reports a second
+	// for a century stays below it, and arithmetic on it cannot wrap.
+	maxSeq = 1 << 62
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -39,6 +39,10 @@ func replay(data []byte) (*replayed, error) {
 		r.recovery.DiscardedRegions++
 	}
 	r.nextSeq = max(r.nextSeq, r.lastSeq+1, r.ackedUpTo+1)
+	// The damaged bytes may have held items whose Append returned and whose
+	// Seq the server may have seen; skip as many Seqs as they could hold, so
+	// that none is reused. Gaps are harmless.
+	r.nextSeq += uint64(r.recovery.DiscardedBytes+minItemFrame-1) / minItemFrame
 	return r, nil
 }
 
@@ -78,7 +82,7 @@ func (r *replayed) check(b []byte) (int, bool, error) {
 	}
 	switch typ {
 	case recHeader:
-		if len(p) != 17 || p[0] == 0 {
+		if len(p) != 17 || p[0] == 0 || binary.LittleEndian.Uint64(p[1:]) > maxSeq {
 			return 0, false, nil
 		}
 		if p[0] > formatVersion {
@@ -86,11 +90,11 @@ func (r *replayed) check(b []byte) (int, bool, error) {
 		}
 	case recItem:
 		it, ok := decodeItem(p)
-		if !ok || it.Seq == 0 || it.Seq <= r.lastSeq || it.Seq <= r.ackedUpTo {
+		if !ok || it.Seq == 0 || it.Seq > maxSeq || it.Seq <= r.lastSeq || it.Seq <= r.ackedUpTo {
 			return 0, false, nil
 		}
 	case recAck:
-		if len(p) != 8 {
+		if len(p) != 8 || binary.LittleEndian.Uint64(p) > maxSeq {
 			return 0, false, nil
 		}
 	case recDrop:
