@@ -368,3 +368,44 @@ func TestPackages(t *testing.T) {
 		t.Logf("libc is mapped as %s (%s): the merged-/usr case is not exercised here", libc, m.Package)
 	}
 }
+
+// TestConcurrent runs scans and single-process lookups at once (run with
+// -race): they share the cache, the counters and the package index.
+func TestConcurrent(t *testing.T) {
+	testenv.NeedRoot(t)
+	bin := buildTarget(t, t.TempDir(), "target")
+	tg := start(t, exec.Command(bin))
+	s := NewScanner(Options{Packages: true})
+	ctx := context.Background()
+	errs := make(chan error, 8)
+	for i := 0; i < 4; i++ {
+		go func() {
+			_, err := s.Scan(ctx)
+			errs <- err
+		}()
+		go func() {
+			p, err := s.Process(ctx, tg.pid)
+			if err == nil && len(p.Modules) < 2 {
+				err = fmt.Errorf("pid %d has modules %+v", tg.pid, p.Modules)
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if st := s.Stats(); st.Hits == 0 || st.Misses == 0 || st.Entries == 0 {
+		t.Errorf("stats %+v after concurrent scans", st)
+	}
+}
+
+// TestCanceled: a canceled context stops a scan.
+func TestCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := NewScanner(Options{}).Scan(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("Scan with a canceled context: %v", err)
+	}
+}
