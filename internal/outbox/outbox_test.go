@@ -367,3 +367,75 @@ func TestLeftoverTempRemovedAtOpen(t *testing.T) {
 		t.Errorf("Len %d after Open, want 2", o.Len())
 	}
 }
+
+// TestConcurrentSender runs appenders and a sender that wakes on Notify, as
+// the agent does, and checks that every report is delivered once, in Seq
+// order.
+func TestConcurrentSender(t *testing.T) {
+	o := open(t, t.TempDir(), Options{})
+	const appenders, each = 4, 100
+	done := make(chan struct{})
+	delivered := map[string]bool{}
+	var lastSeq uint64
+	senderErr := make(chan error, 1)
+	go func() {
+		defer close(senderErr)
+		for {
+			items, err := o.Peek(7)
+			if err != nil {
+				senderErr <- err
+				return
+			}
+			for _, it := range items {
+				if it.Seq <= lastSeq {
+					senderErr <- fmt.Errorf("Seq %d delivered after %d", it.Seq, lastSeq)
+					return
+				}
+				lastSeq = it.Seq
+				if delivered[it.Key] {
+					senderErr <- fmt.Errorf("report %s delivered twice", it.Key)
+					return
+				}
+				delivered[it.Key] = true
+			}
+			if len(items) > 0 {
+				if err := o.Ack(items[len(items)-1].Seq); err != nil {
+					senderErr <- err
+					return
+				}
+				continue
+			}
+			select {
+			case <-o.Notify():
+			case <-done:
+				if o.Len() == 0 {
+					return
+				}
+			}
+		}
+	}()
+	errs := make(chan error, appenders)
+	for a := range appenders {
+		go func() {
+			for i := range each {
+				if _, err := o.Append("apply", fmt.Sprintf("%d-%d", a, i), report{N: i}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range appenders {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	if err := <-senderErr; err != nil {
+		t.Fatal(err)
+	}
+	if len(delivered) != appenders*each {
+		t.Fatalf("%d reports delivered, want %d", len(delivered), appenders*each)
+	}
+}
