@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"hotfleet/internal/buildtree"
+	"hotfleet/internal/notify"
+	"hotfleet/internal/readiness"
 )
 
 const usage = `hotfleet keeps running Linux processes patched without restarts.
@@ -23,6 +25,9 @@ Usage:
   hotfleet patch apply   FIX.hfp --pid PID|--all [--quiescent] [--deadline 10s] [--json]
   hotfleet patch status  [--pid PID] [--json]
   hotfleet patch revert  ID --pid PID|--all [--json]
+  hotfleet agent         --patch-dir DIR [--state-dir DIR --socket PATH --report-url URL --config FILE
+                         --workers N --cpu-budget F --rescan 60s --events netlink|poll --no-notify]
+  hotfleet agent status  [--json] [--socket PATH]
   hotfleet version
 `
 
@@ -40,6 +45,16 @@ var patchCommands = map[string]command{
 }
 
 func main() {
+	// Children the agent starts of itself: the readiness probe's target and
+	// the notifier that talks to a user's session bus as that user.
+	if os.Getenv(readiness.ProbeEnv) != "" {
+		readiness.ProbeTargetMain()
+		return
+	}
+	if os.Getenv(notify.ChildEnv) != "" {
+		notify.ChildMain()
+		return
+	}
 	if wrapMode(os.Args[0]) {
 		os.Exit(buildtree.WrapMain(os.Args))
 	}
@@ -71,6 +86,8 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("%w: unknown command 'hotfleet patch %s'; see 'hotfleet help'", errUsage, args[1])
 		}
 		return cmd(ctx, args[2:])
+	case "agent":
+		return cmdAgent(ctx, args[1:])
 	case "version":
 		fmt.Println("hotfleet", version)
 		return nil
