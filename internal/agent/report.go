@@ -45,10 +45,10 @@ type Report struct {
 	Permanent bool   `json:"permanent,omitempty"`
 	Attempts  int    `json:"attempts,omitempty"`
 	// Crash reports: the fatal signal and how long after the patch.
-	Signal       string  `json:"signal,omitempty"`
-	SignalNumber int     `json:"signal_number,omitempty"`
-	CoreDumped   bool    `json:"core_dumped,omitempty"`
-	SinceApplyS  float64 `json:"since_apply_s,omitempty"`
+	Signal       string   `json:"signal,omitempty"`
+	SignalNumber int      `json:"signal_number,omitempty"`
+	CoreDumped   bool     `json:"core_dumped,omitempty"`
+	SinceApplyS  float64  `json:"since_apply_s,omitempty"`
 	Patches      []string `json:"patches,omitempty"` // every "id:level" applied in the crashed process
 	// LatencyUS is exec→patched for a process the agent saw start.
 	LatencyUS int64           `json:"latency_us,omitempty"`
@@ -96,8 +96,8 @@ type HTTPSender struct {
 // batch is the body of one report post. Receivers deduplicate by
 // (device, seq): delivery is at least once.
 type batch struct {
-	Device  string       `json:"device"`
-	Reports []batchItem  `json:"reports"`
+	Device  string      `json:"device"`
+	Reports []batchItem `json:"reports"`
 }
 
 type batchItem struct {
