@@ -174,17 +174,13 @@ func (s *Scanner) Stats() CacheStats {
 }
 
 // Scan lists every process but the caller itself and kernel threads;
-// processes that vanish mid-scan are skipped, and so are zombies. The result
-// is sorted by pid.
+// processes that vanish mid-scan are skipped, and so are zombies (but not a
+// process whose main thread exited while others still run). The result is
+// sorted by pid.
 func (s *Scanner) Scan(ctx context.Context) ([]Process, error) {
-	f, err := os.Open("/proc")
+	names, err := readDirNames("/proc")
 	if err != nil {
-		return nil, fmt.Errorf("scan processes: open /proc: %w; is procfs mounted?", err)
-	}
-	names, err := f.Readdirnames(-1)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("scan processes: list /proc: %w", err)
+		return nil, fmt.Errorf("scan processes: list /proc: %w; is procfs mounted?", err)
 	}
 	s.mu.Lock()
 	s.gen++
@@ -263,6 +259,7 @@ type scanState struct {
 	gen          uint64
 	memo         map[string]memoVal
 	key, pathBuf []byte
+	base         []byte // "/proc/PID/" of the process being read
 	maps         []byte
 	small        []byte
 	link         []byte
@@ -312,10 +309,23 @@ func procErr(pid int, what string, err error) error {
 	return fmt.Errorf("read %s of pid %d: %w", what, pid, err)
 }
 
-func (st *scanState) procPath(pid int, what string) string {
-	b := append(st.pathBuf[:0], "/proc/"...)
+// setBase makes procPath name files of /proc/PID/, or of
+// /proc/PID/task/TID/ when tid is not 0.
+func (st *scanState) setBase(pid, tid int) {
+	b := append(st.base[:0], "/proc/"...)
 	b = strconv.AppendInt(b, int64(pid), 10)
 	b = append(b, '/')
+	if tid != 0 {
+		b = append(b, "task/"...)
+		b = strconv.AppendInt(b, int64(tid), 10)
+		b = append(b, '/')
+	}
+	st.base = b
+}
+
+// procPath names a file of the process set by setBase.
+func (st *scanState) procPath(what string) string {
+	b := append(st.pathBuf[:0], st.base...)
 	b = append(b, what...)
 	st.pathBuf = b
 	return string(b)
@@ -360,7 +370,8 @@ func readProcFile(path string, buf []byte, limit int, head bool) ([]byte, error)
 // process reads one process.
 func (st *scanState) process(ctx context.Context, pid int) (Process, error) {
 	p := Process{Pid: pid}
-	data, err := readProcFile(st.procPath(pid, "stat"), st.small, statBufSize, true)
+	st.setBase(pid, 0)
+	data, err := readProcFile(st.procPath("stat"), st.small, statBufSize, true)
 	if err != nil {
 		return p, procErr(pid, "stat", err)
 	}
@@ -369,13 +380,19 @@ func (st *scanState) process(ctx context.Context, pid int) (Process, error) {
 		return p, fmt.Errorf("read stat of pid %d: %w", pid, err)
 	}
 	if state == 'Z' || state == 'X' {
-		return p, fmt.Errorf("pid %d is a zombie: %w", pid, fs.ErrNotExist)
+		// A leader that called pthread_exit is a zombie while its other
+		// threads run the process's code: read it through one of them.
+		tid := liveThread(pid)
+		if tid == 0 {
+			return p, fmt.Errorf("pid %d is a zombie: %w", pid, fs.ErrNotExist)
+		}
+		st.setBase(pid, tid)
 	}
 	if flags&pfKthread != 0 {
 		return p, fmt.Errorf("pid %d: %w", pid, ErrKernelThread)
 	}
 
-	data, err = readProcFile(st.procPath(pid, "status"), st.small, statBufSize, true)
+	data, err = readProcFile(st.procPath("status"), st.small, statBufSize, true)
 	if err != nil {
 		return p, procErr(pid, "status", err)
 	}
@@ -389,19 +406,19 @@ func (st *scanState) process(ctx context.Context, pid int) (Process, error) {
 	p.UID = uid
 
 	var sb unix.Stat_t
-	if err := unix.Stat(st.procPath(pid, "ns/mnt"), &sb); err != nil {
+	if err := unix.Stat(st.procPath("ns/mnt"), &sb); err != nil {
 		return p, procErr(pid, "mount namespace", err)
 	}
 	p.MountNS = sb.Ino
 	p.Container = st.s.selfNS == 0 || p.MountNS != st.s.selfNS
 
-	n, err := unix.Readlink(st.procPath(pid, "exe"), st.link)
+	n, err := unix.Readlink(st.procPath("exe"), st.link)
 	if err != nil {
 		return p, procErr(pid, "executable", err)
 	}
 	p.Exe = string(st.link[:n])
 
-	st.maps, err = readProcFile(st.procPath(pid, "maps"), st.maps[:cap(st.maps)], maxMapsBytes, false)
+	st.maps, err = readProcFile(st.procPath("maps"), st.maps[:cap(st.maps)], maxMapsBytes, false)
 	if err != nil {
 		return p, procErr(pid, "memory map", err)
 	}
@@ -413,6 +430,40 @@ func (st *scanState) process(ctx context.Context, pid int) (Process, error) {
 		return p, err
 	}
 	return p, nil
+}
+
+// liveThread returns a thread of pid that is neither a zombie nor dead, or 0.
+func liveThread(pid int) int {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	names, err := readDirNames(dir)
+	if err != nil {
+		return 0
+	}
+	var buf [statBufSize]byte
+	for _, name := range names {
+		tid, err := strconv.Atoi(name)
+		if err != nil || tid == pid {
+			continue
+		}
+		data, err := readProcFile(dir+"/"+name+"/stat", buf[:], statBufSize, true)
+		if err != nil {
+			continue
+		}
+		var p Process
+		if state, _, err := parseStat(data, &p); err == nil && state != 'Z' && state != 'X' {
+			return tid
+		}
+	}
+	return 0
+}
+
+func readDirNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.Readdirnames(-1)
 }
 
 // parseStat fills Comm and StartTime from /proc/PID/stat and returns the
@@ -550,7 +601,7 @@ func (st *scanState) file(ctx context.Context, p *Process, m mapLine) memoVal {
 	}
 	var v memoVal
 	path := string(m.path)
-	link := st.mapFilesPath(p.Pid, m)
+	link := st.mapFilesPath(m)
 	var sb unix.Stat_t
 	var err error = unix.ENOTSUP
 	if !st.s.noMapFiles {
@@ -562,7 +613,7 @@ func (st *scanState) file(ctx context.Context, p *Process, m mapLine) memoVal {
 		// accept it only if it is still the mapped inode.
 		name := trimDeleted(path)
 		if name == path {
-			link = "/proc/" + strconv.Itoa(p.Pid) + "/root" + path
+			link = st.procPath("root") + path
 			if err = unix.Stat(link, &sb); err == nil && sb.Ino != m.inode {
 				err = fmt.Errorf("%s is no longer the mapped file", path)
 			}
@@ -623,7 +674,7 @@ func (st *scanState) vdso(p *Process, m mapLine, class byte) memoVal {
 	e, ok := st.s.lookup(fk, st.gen)
 	if !ok {
 		img := make([]byte, size)
-		fd, err := unix.Open(st.procPath(p.Pid, "mem"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(st.procPath("mem"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return v
 		}
@@ -669,10 +720,9 @@ func (s *Scanner) store(k fileKey, e cacheEntry, gen uint64) {
 	s.cache[k] = &e
 }
 
-func (st *scanState) mapFilesPath(pid int, m mapLine) string {
-	b := append(st.pathBuf[:0], "/proc/"...)
-	b = strconv.AppendInt(b, int64(pid), 10)
-	b = append(b, "/map_files/"...)
+func (st *scanState) mapFilesPath(m mapLine) string {
+	b := append(st.pathBuf[:0], st.base...)
+	b = append(b, "map_files/"...)
 	b = strconv.AppendUint(b, m.start, 16)
 	b = append(b, '-')
 	b = strconv.AppendUint(b, m.end, 16)

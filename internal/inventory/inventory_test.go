@@ -409,3 +409,42 @@ func TestCanceled(t *testing.T) {
 		t.Errorf("Scan with a canceled context: %v", err)
 	}
 }
+
+// TestLeaderExited: a process whose main thread exited still runs code
+// through its other threads; it is listed with its modules, not skipped as
+// a zombie.
+func TestLeaderExited(t *testing.T) {
+	testenv.NeedRoot(t)
+	bin := buildTarget(t, t.TempDir(), "leaderexit")
+	tg := start(t, exec.Command(bin))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", tg.pid))
+		if strings.Contains(string(data), ") Z ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("leader %d did not become a zombie", tg.pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	want := fileBuildID(t, bin)
+	for _, noMapFiles := range []bool{false, true} {
+		s := NewScanner(Options{})
+		s.noMapFiles = noMapFiles
+		ps, err := s.Scan(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, ok := findProcess(ps, tg.pid)
+		if !ok {
+			t.Fatalf("noMapFiles=%v: pid %d with an exited leader not listed", noMapFiles, tg.pid)
+		}
+		if m, ok := findModule(p, bin); !ok || m.BuildID != want || p.Exe != bin {
+			t.Errorf("noMapFiles=%v: exe %q modules %+v, want %s with build-id %s", noMapFiles, p.Exe, p.Modules, bin, want)
+		}
+		if len(p.Modules) < 2 {
+			t.Errorf("noMapFiles=%v: modules %+v, want the executable and libc at least", noMapFiles, p.Modules)
+		}
+	}
+}
