@@ -382,6 +382,8 @@ func (st *scanState) process(ctx context.Context, pid int) (Process, error) {
 	if state == 'Z' || state == 'X' {
 		// A leader that called pthread_exit is a zombie while its other
 		// threads run the process's code: read it through one of them.
+		// Thread directories have no map_files, so its files are reached
+		// through the thread's root (live files only).
 		tid := liveThread(pid)
 		if tid == 0 {
 			return p, fmt.Errorf("pid %d is a zombie: %w", pid, fs.ErrNotExist)

@@ -39,7 +39,7 @@ type packageDB struct {
 	rpmBin  string // "" when rpm is not usable
 
 	mu      sync.Mutex
-	stamp   [3]int64 // mtimes of dpkg/info, dpkg/status, the rpm database
+	stamp   [4]int64 // mtimes of dpkg/info, dpkg/status, dpkg/diversions, the rpm database
 	idx     *dpkgIndex
 	idxErr  error
 	memo    map[string]string
@@ -68,12 +68,13 @@ func mtime(p string) int64 {
 // refresh forgets everything when a database changed since the last call.
 // It costs two or three stats; a scan calls it once.
 func (db *packageDB) refresh() {
-	stamp := [3]int64{
+	stamp := [4]int64{
 		mtime(db.root + db.dpkgDir + "/info"),
 		mtime(db.root + db.dpkgDir + "/status"),
+		mtime(db.root + db.dpkgDir + "/diversions"),
 	}
 	if db.rpmBin != "" {
-		stamp[2] = max(mtime(db.root+db.rpmDir+"/rpmdb.sqlite"), mtime(db.root+db.rpmDir+"/Packages"))
+		stamp[3] = max(mtime(db.root+db.rpmDir+"/rpmdb.sqlite"), mtime(db.root+db.rpmDir+"/Packages"))
 	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -140,15 +141,61 @@ type dpkgIndex struct {
 	hashes []uint64 // sorted
 	owner  []uint32 // owner[i] indexes labels for hashes[i]
 	labels []string // "name:arch version"
+	names  []string // package name of each label
+	// diverted holds the owners of the paths dpkg-divert moved, which the
+	// lists do not tell: the diverting package owns the original path and
+	// the package whose file was moved owns the new one.
+	diverted map[string]string
 }
 
 func (x *dpkgIndex) find(p string) string {
-	h := maphash.String(x.seed, p)
-	i := sort.Search(len(x.hashes), func(i int) bool { return x.hashes[i] >= h })
-	if i < len(x.hashes) && x.hashes[i] == h {
-		return x.labels[x.owner[i]]
+	if label, ok := x.diverted[p]; ok {
+		return label
+	}
+	for _, o := range x.owners(p) {
+		return x.labels[o]
 	}
 	return ""
+}
+
+// owners lists the packages whose lists hold the canonical path p.
+func (x *dpkgIndex) owners(p string) []uint32 {
+	h := maphash.String(x.seed, p)
+	i := sort.Search(len(x.hashes), func(i int) bool { return x.hashes[i] >= h })
+	j := i
+	for j < len(x.hashes) && x.hashes[j] == h {
+		j++
+	}
+	return x.owner[i:j]
+}
+
+// applyDiversions reads dpkg's diversions file: records of three lines,
+// the diverted path, where the file went, and the package that diverted it
+// (":" for a local diversion by the administrator, whose file has no owner).
+func (x *dpkgIndex) applyDiversions(data []byte, canon func(string) string) {
+	for len(data) > 0 {
+		var from, to, pkg []byte
+		from, data = nextLine(data)
+		to, data = nextLine(data)
+		pkg, data = nextLine(data)
+		if len(from) == 0 || from[0] != '/' || len(to) == 0 || to[0] != '/' {
+			continue
+		}
+		if x.diverted == nil {
+			x.diverted = make(map[string]string)
+		}
+		cf, ct := canon(string(from)), canon(string(to))
+		var mine, other string
+		for _, o := range x.owners(cf) {
+			if x.names[o] == string(pkg) {
+				mine = x.labels[o]
+			} else if other == "" {
+				other = x.labels[o]
+			}
+		}
+		x.diverted[cf] = mine
+		x.diverted[ct] = other
+	}
 }
 
 type dpkgPkg struct{ arch, version string }
@@ -240,16 +287,14 @@ func buildDpkgIndex(root, dir string) (*dpkgIndex, error) {
 		}
 		o := uint32(len(x.labels))
 		x.labels = append(x.labels, name+":"+arch+" "+version)
+		x.names = append(x.names, name)
 		for len(list) > 0 {
 			var line []byte
 			line, list = nextLine(list)
 			if len(line) < 2 || line[0] != '/' {
 				continue
 			}
-			p := path.Clean(string(line))
-			i := strings.LastIndexByte(p, '/')
-			canon := res.resolve(p[:i], 0) + p[i:]
-			pairs = append(pairs, pair{maphash.String(x.seed, canon), o})
+			pairs = append(pairs, pair{maphash.String(x.seed, res.canon(string(line))), o})
 		}
 	}
 	sort.Slice(pairs, func(i, j int) bool {
@@ -263,6 +308,9 @@ func buildDpkgIndex(root, dir string) (*dpkgIndex, error) {
 	for i, p := range pairs {
 		x.hashes[i], x.owner[i] = p.h, p.o
 	}
+	if div, err := os.ReadFile(root + dir + "/diversions"); err == nil {
+		x.applyDiversions(div, res.canon)
+	}
 	return x, nil
 }
 
@@ -271,6 +319,14 @@ func buildDpkgIndex(root, dir string) (*dpkgIndex, error) {
 type resolver struct {
 	root string
 	memo map[string]string
+}
+
+// canon resolves the directories of a listed path; the last component is
+// the listed file itself and stays as it is.
+func (r *resolver) canon(listed string) string {
+	p := path.Clean(listed)
+	i := strings.LastIndexByte(p, '/')
+	return r.resolve(p[:i], 0) + p[i:]
 }
 
 // resolve returns the canonical form of the absolute, clean path p, "" for

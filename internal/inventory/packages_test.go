@@ -24,6 +24,11 @@ Status: install ok installed
 Architecture: all
 Version: 2:2.0
 
+Package: shim
+Status: install ok installed
+Architecture: amd64
+Version: 3
+
 Package: gone
 Status: deinstall ok config-files
 Architecture: amd64
@@ -53,8 +58,8 @@ func writeTree(t *testing.T, root string, files map[string]string) {
 
 // TestDpkgIndex builds the index over a fake root with merged-/usr
 // symlinks and checks owners by the resolved paths maps shows, versions
-// from the status file, leftover lists of removed packages, and a rebuild
-// when the status changes.
+// from the status file, diversions, leftover lists of removed packages, and
+// a rebuild when the status changes.
 func TestDpkgIndex(t *testing.T) {
 	root := t.TempDir()
 	writeTree(t, root, map[string]string{
@@ -67,17 +72,25 @@ func TestDpkgIndex(t *testing.T) {
 		"var/lib/dpkg/info/foo:amd64.list":     "/.\n/lib\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libfoo.so.1\n/lib/x86_64-linux-gnu/plugins/p.so\n",
 		"var/lib/dpkg/info/bar.list":           "/.\n/usr\n/usr/bin\n/usr/bin/bar\n",
 		"var/lib/dpkg/info/gone.list":          "/usr/bin/gone\n",
-		"var/lib/dpkg/info/foo:amd64.md5sums":  "0 /usr/bin/bar\n",
+		"var/lib/dpkg/info/shim.list":          "/lib/x86_64-linux-gnu/libfoo.so.1\n/usr/bin/shimmed\n",
+		"var/lib/dpkg/diversions": "/lib/x86_64-linux-gnu/libfoo.so.1\n/lib/x86_64-linux-gnu/libfoo.so.1.real\nshim\n" +
+			"/usr/bin/bar\n/usr/bin/bar.orig\n:\n",
+		"var/lib/dpkg/info/foo:amd64.md5sums": "0 /usr/bin/bar\n",
 	})
 	db := &packageDB{log: slog.New(slog.DiscardHandler), root: root, dpkgDir: "/var/lib/dpkg", memo: map[string]string{}}
 	db.refresh()
 	ctx := context.Background()
 	for p, want := range map[string]string{
-		"/usr/lib/x86_64-linux-gnu/libfoo.so.1": "foo:amd64 1.0-1",
-		"/usr/lib/foo-plugins/p.so":             "foo:amd64 1.0-1",
-		"/usr/bin/bar":                          "bar:all 2:2.0",
-		"/usr/bin/gone":                         "",
-		"/usr/lib/x86_64-linux-gnu/other.so":    "",
+		// shim diverted foo's library: shim's file is in its place.
+		"/usr/lib/x86_64-linux-gnu/libfoo.so.1":      "shim:amd64 3",
+		"/usr/lib/x86_64-linux-gnu/libfoo.so.1.real": "foo:amd64 1.0-1",
+		"/usr/lib/foo-plugins/p.so":                  "foo:amd64 1.0-1",
+		// The administrator diverted bar: the file in its place is nobody's.
+		"/usr/bin/bar":                       "",
+		"/usr/bin/bar.orig":                  "bar:all 2:2.0",
+		"/usr/bin/shimmed":                   "shim:amd64 3",
+		"/usr/bin/gone":                      "",
+		"/usr/lib/x86_64-linux-gnu/other.so": "",
 	} {
 		if got := db.lookup(ctx, p); got != want {
 			t.Errorf("owner of %s: %q, want %q", p, got, want)
@@ -94,7 +107,7 @@ func TestDpkgIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.refresh()
-	if got, want := db.lookup(ctx, "/usr/lib/x86_64-linux-gnu/libfoo.so.1"), "foo:amd64 1.1-1"; got != want {
+	if got, want := db.lookup(ctx, "/usr/lib/x86_64-linux-gnu/libfoo.so.1.real"), "foo:amd64 1.1-1"; got != want {
 		t.Errorf("after the upgrade: %q, want %q", got, want)
 	}
 }
