@@ -47,6 +47,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -129,11 +130,12 @@ type cacheEntry struct {
 
 // Scanner lists processes and their modules. It is safe for concurrent use.
 type Scanner struct {
-	opts    Options
-	log     *slog.Logger
-	selfPid int
-	selfNS  uint64
-	pkgs    *packageDB
+	opts         Options
+	log          *slog.Logger
+	selfPid      int
+	selfNS       uint64
+	pkgs         *packageDB
+	warnedDenied atomic.Bool
 	// noMapFiles makes every file go through /proc/PID/root, as it does
 	// when the agent lacks the capability map_files needs; tests set it.
 	noMapFiles bool
@@ -194,6 +196,7 @@ func (s *Scanner) Scan(ctx context.Context) ([]Process, error) {
 	for i, name := range names {
 		if i%ctxCheckEvery == 0 {
 			if err := ctx.Err(); err != nil {
+				st.finish()
 				return nil, fmt.Errorf("scan processes: %w", err)
 			}
 		}
@@ -218,7 +221,12 @@ func (s *Scanner) Scan(ctx context.Context) ([]Process, error) {
 	st.finish()
 	s.evict(gen)
 	if denied > 0 {
-		s.log.Warn("inventory: processes could not be read and are missing from the inventory; run the agent as root",
+		// Once is enough to tell the operator; every scan would flood the log.
+		level := slog.LevelDebug
+		if !s.warnedDenied.Swap(true) {
+			level = slog.LevelWarn
+		}
+		s.log.Log(ctx, level, "inventory: processes could not be read and are missing from the inventory; run the agent as root",
 			"count", denied, "first", firstDenied)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Pid < out[j].Pid })
@@ -237,7 +245,10 @@ func (s *Scanner) Process(ctx context.Context, pid int) (Process, error) {
 	st := s.newScanState(ctx, gen)
 	p, err := st.process(ctx, pid)
 	st.finish()
-	return p, err
+	if err != nil {
+		return Process{}, err
+	}
+	return p, nil
 }
 
 // evict drops cache entries not seen in the last keepScans scans.
@@ -263,6 +274,7 @@ type scanState struct {
 	maps         []byte
 	small        []byte
 	link         []byte
+	bufs         *scanBufs
 	hits, misses int
 }
 
@@ -281,16 +293,34 @@ func (s *Scanner) newScanState(ctx context.Context, gen uint64) *scanState {
 	if s.pkgs != nil {
 		s.pkgs.refresh()
 	}
+	b, _ := bufPool.Get().(*scanBufs)
+	if b == nil {
+		b = &scanBufs{maps: make([]byte, mapsBufInit), small: make([]byte, statBufSize), link: make([]byte, unix.PathMax)}
+	}
 	return &scanState{
 		s: s, ctx: ctx, gen: gen,
 		memo:  make(map[string]memoVal),
-		maps:  make([]byte, mapsBufInit),
-		small: make([]byte, statBufSize),
-		link:  make([]byte, unix.PathMax),
+		bufs:  b,
+		maps:  b.maps,
+		small: b.small,
+		link:  b.link,
 	}
 }
 
+// scanBufs are the read buffers of a scan, reused across Process calls,
+// which the agent makes for every process that starts.
+type scanBufs struct{ maps, small, link []byte }
+
+var bufPool sync.Pool
+
 func (st *scanState) finish() {
+	if st.bufs != nil {
+		if cap(st.maps) <= 4*mapsBufInit { // do not pin a huge process's maps
+			st.bufs.maps = st.maps
+		}
+		bufPool.Put(st.bufs)
+		st.bufs = nil
+	}
 	st.s.mu.Lock()
 	st.s.stats.Hits += st.hits
 	st.s.stats.Misses += st.misses
