@@ -25,6 +25,13 @@ const (
 	ackTimeout = time.Second
 )
 
+// Tests change these to make the kernel drop events: a tiny buffer, and a
+// reader that waits before each read.
+var (
+	socketRcvBuf = rcvBuf
+	testHookRecv func()
+)
+
 // connector is the reader's state for the netlink source.
 type connector struct {
 	w      *Watcher
@@ -50,9 +57,9 @@ func (w *Watcher) startNetlink(ctx context.Context) error {
 			unix.Close(fd)
 		}
 	}()
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf); err != nil {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketRcvBuf); err != nil {
 		// Without CAP_NET_ADMIN the buffer is capped by net.core.rmem_max.
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf); err != nil {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, socketRcvBuf); err != nil {
 			w.log.Warn("cannot enlarge the process connector's receive buffer; bursts may lose events", "err", err)
 		}
 	}
@@ -73,6 +80,15 @@ func (w *Watcher) startNetlink(ctx context.Context) error {
 	}
 	if err := c.awaitAck(ctx, fd); err != nil {
 		return err
+	}
+	if w.ignore != nil {
+		// Subscribed first, so a helper forked from now on is seen
+		// forking, and one forked before is in /proc.
+		procs, err := (&poller{stat: make([]byte, maxStat)}).scan()
+		if err != nil {
+			return fmt.Errorf("find the agent's running helpers to ignore: %w", err)
+		}
+		w.learnDescendants(procs)
 	}
 	c.file = os.NewFile(uintptr(fd), "process-connector")
 	keep = true
@@ -141,6 +157,9 @@ func (c *connector) run(rc interface {
 		var n int
 		var from unix.Sockaddr
 		var rerr error
+		if testHookRecv != nil {
+			testHookRecv()
+		}
 		err := rc.Read(func(fd uintptr) bool {
 			n, from, rerr = unix.Recvfrom(int(fd), c.buf, 0)
 			return !errors.Is(rerr, unix.EAGAIN) && !errors.Is(rerr, unix.EINTR)

@@ -44,13 +44,7 @@ func (w *Watcher) startPoll(interval time.Duration) error {
 		return fmt.Errorf("start polling /proc: %w", err)
 	}
 	p.known = known
-	if w.ignore != nil {
-		for pid, id := range known { // the agent's helpers already running
-			if _, ok := w.ignore[id.ppid]; ok && len(w.ignore) < maxIgnored {
-				w.ignore[pid] = struct{}{}
-			}
-		}
-	}
+	w.learnDescendants(known)
 	stopped := make(chan struct{})
 	w.mode = ModePoll
 	w.stop = func() error { close(stopped); return nil }

@@ -102,8 +102,10 @@ type Options struct {
 	// Forks also delivers Fork events for new processes (default off: the
 	// agent needs exec and exit).
 	Forks bool
-	// IgnoreSelf drops the events of the agent's own process and of the
-	// processes it forks after Open (its helpers) and their descendants.
+	// IgnoreSelf drops the events of the agent's own process and of its
+	// descendants (its helpers and theirs): those running at Open, found by
+	// their parent in /proc, and those forked later. A descendant stays
+	// ignored when its parent exits and it is reparented.
 	IgnoreSelf bool
 	// Log receives warnings (fallback to poll, lost events); nil discards.
 	Log *slog.Logger
@@ -279,6 +281,26 @@ func (w *Watcher) kernelLost(n uint64) {
 		w.log.Warn("process events lost; the agent will rescan /proc", "lost", n, "total", w.lost.Load())
 	}
 	w.overflowPending = true
+}
+
+// learnDescendants adds the agent's descendants among procs to the set
+// IgnoreSelf drops.
+func (w *Watcher) learnDescendants(procs map[int]procID) {
+	if w.ignore == nil {
+		return
+	}
+	for changed := true; changed; {
+		changed = false
+		for pid, id := range procs {
+			if _, ok := w.ignore[pid]; ok {
+				continue
+			}
+			if _, p := w.ignore[id.ppid]; p && len(w.ignore) < maxIgnored {
+				w.ignore[pid] = struct{}{}
+				changed = true
+			}
+		}
+	}
 }
 
 // ignored applies IgnoreSelf: it reports whether an event of process pid

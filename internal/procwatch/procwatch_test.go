@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,7 +33,10 @@ func testLog(t *testing.T) *slog.Logger {
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 func open(t *testing.T, opts Options) *Watcher {
 	t.Helper()
@@ -259,23 +263,130 @@ func TestForksOnlyWhenAsked(t *testing.T) {
 
 func TestIgnoreSelf(t *testing.T) {
 	hold := build(t, "hold")
-	quick := build(t, "quick")
-	// Started before the watchers open: IgnoreSelf learns only the
-	// helpers forked afterwards, so its exec is reported to both.
-	earlier := start(t, hold, "0", quick)
-	all := open(t, Options{Mode: ModeNetlink})
-	mine := open(t, Options{Mode: ModeNetlink, IgnoreSelf: true})
-	helper := start(t, hold)
-	next(t, all, "exec of the helper", is(Exec, helper.pid()))
-	helper.finish(t)
-	next(t, all, "exit of the helper", is(Exit, helper.pid()))
-	earlier.finish(t)
-	next(t, all, "exec of quick by the earlier process", is(Exec, earlier.pid()))
-	_, seen := next(t, mine, "exec of quick by the earlier process", is(Exec, earlier.pid()))
-	for _, ev := range seen {
-		if ev.Pid == helper.pid() || ev.Pid == os.Getpid() {
-			t.Errorf("IgnoreSelf delivered an event of the agent's own: %+v", ev)
+	detach := build(t, "detach")
+	for _, mode := range []string{ModeNetlink, ModePoll} {
+		t.Run(mode, func(t *testing.T) {
+			// Each process executes a second hold when told, then exits.
+			early := start(t, hold, "0", hold) // a helper running at Open
+			// A daemon: not a descendant of the test once detach exits.
+			cmd := exec.Command(detach, hold, "0", hold)
+			stdin, daemonIn, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer daemonIn.Close()
+			cmd.Stdin = stdin
+			cmd.Stderr = os.Stderr // not a pipe: the daemon keeps it open
+			out, err := cmd.Output()
+			stdin.Close()
+			if err != nil {
+				t.Fatalf("detach: %v", err)
+			}
+			daemon, err := strconv.Atoi(strings.TrimSpace(string(out)))
+			if err != nil {
+				t.Fatalf("detach printed %q", out)
+			}
+			t.Cleanup(func() { syscall.Kill(daemon, syscall.SIGKILL) })
+
+			opts := Options{Mode: mode, PollInterval: 20 * time.Millisecond}
+			all := open(t, opts)
+			opts.IgnoreSelf = true
+			mine := open(t, opts)
+			late := start(t, hold, "0", hold) // a helper forked after Open
+
+			for _, in := range []io.Writer{early.stdin, late.stdin, daemonIn} {
+				if _, err := in.Write([]byte{'x'}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(100 * time.Millisecond) // let the poll see the second holds
+			late.finish(t)
+			early.finish(t)
+			daemonIn.Close()
+
+			seen := until(t, all, is(Exit, late.pid()), is(Exit, early.pid()), is(Exec, daemon), is(Exit, daemon))
+			t.Logf("without IgnoreSelf: %d events", len(seen))
+			for _, ev := range until(t, mine, is(Exec, daemon), is(Exit, daemon)) {
+				if ev.Pid == early.pid() || ev.Pid == late.pid() || ev.Pid == os.Getpid() {
+					t.Errorf("IgnoreSelf delivered an event of the agent's own: %+v", ev)
+				}
+			}
+		})
+	}
+}
+
+// until reads events until every match has accepted one, failing the test
+// after eventWait, and returns all events read.
+func until(t *testing.T, w *Watcher, matches ...func(Event) bool) []Event {
+	t.Helper()
+	var seen []Event
+	found := make([]bool, len(matches))
+	left := len(matches)
+	timeout := time.After(eventWait)
+	for left > 0 {
+		select {
+		case ev, ok := <-w.Events():
+			if !ok {
+				t.Fatal("Events closed")
+			}
+			seen = append(seen, ev)
+			for i, m := range matches {
+				if !found[i] && m(ev) {
+					found[i] = true
+					left--
+				}
+			}
+		case <-timeout:
+			t.Fatalf("after %v, %d of %d awaited events missing (found %v; %d events read)", eventWait, left, len(matches), found, len(seen))
 		}
+	}
+	return seen
+}
+
+// TestKernelDropsAreCounted: when the reader falls behind and the socket's
+// buffer overflows, the loss is counted (at least every exec and exit of
+// ours that did not arrive) and announced by an Overflow event.
+func TestKernelDropsAreCounted(t *testing.T) {
+	quick := build(t, "quick")
+	held := make(chan struct{})
+	socketRcvBuf, testHookRecv = 4096, func() { <-held }
+	t.Cleanup(func() { socketRcvBuf, testHookRecv = rcvBuf, nil }) // after Close
+	w := open(t, Options{Mode: ModeNetlink})
+	const runs = 50
+	pids := map[int]bool{}
+	for range runs {
+		cmd := exec.Command(quick)
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		pids[cmd.Process.Pid] = true
+	}
+	close(held)
+	// The kernel numbers events per CPU, so how many were lost shows in
+	// the next event from each CPU: make some.
+	time.Sleep(50 * time.Millisecond)
+	for range 20 {
+		exec.Command(quick).Run()
+	}
+	ours, overflow := 0, false
+	for _, ev := range quiet(w, 300*time.Millisecond) {
+		if ev.Kind == Overflow {
+			overflow = true
+		}
+		if pids[ev.Pid] && (ev.Kind == Exec || ev.Kind == Exit) {
+			ours++
+		}
+	}
+	missing := 2*runs - ours
+	t.Logf("%d of %d execs and exits arrived; Lost() = %d", ours, 2*runs, w.Lost())
+	if missing <= 0 {
+		t.Fatalf("nothing was dropped with a %d-byte buffer; the test proves nothing", socketRcvBuf)
+	}
+	if !overflow {
+		t.Error("no Overflow event after the kernel dropped events")
+	}
+	if w.Lost() < uint64(missing) {
+		t.Errorf("Lost() = %d, but %d of our own execs and exits are missing", w.Lost(), missing)
 	}
 }
 
