@@ -219,6 +219,9 @@ func (f *FileOpens) run(rc interface {
 func (f *FileOpens) handle(wd int, mask uint32, out []string) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.closed {
+		return out
+	}
 	switch {
 	case mask&unix.IN_Q_OVERFLOW != 0:
 		f.lost.Add(1)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,6 +24,10 @@ const (
 	// stays silent: outside the initial namespaces, or without
 	// CONFIG_PROC_EVENTS, where a falling-back agent pays it once at start.
 	ackTimeout = time.Second
+	// maxHeld bounds the exits held for processes whose main thread ended
+	// first (see connector.exit); few programs do that, and past the bound
+	// such exits are delivered at once, as the kernel reports them.
+	maxHeld = 1024
 )
 
 // Tests change these to make the kernel drop events: a tiny buffer, and a
@@ -44,6 +49,8 @@ type connector struct {
 	credit uint64
 	buf    []byte
 	parsed []procEvent
+	// held: exits of main threads whose process lives on (see exit).
+	held map[int]Event
 }
 
 func (w *Watcher) startNetlink(ctx context.Context) error {
@@ -166,14 +173,15 @@ func (c *connector) run(rc interface {
 		})
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			w.tryOverflow(time.Now())
+			c.recheck(time.Now())
 		} else if err != nil {
 			return // closed
 		} else {
 			c.handle(n, from, rerr)
 		}
-		// A pending Overflow is retried on a timer so that a quiet device
-		// still gets told.
-		if w.overflowPending {
+		// A pending Overflow and held exits are retried on a timer so that
+		// a quiet device still gets told.
+		if w.overflowPending || len(c.held) > 0 {
 			c.file.SetReadDeadline(time.Now().Add(overflowRetry))
 			deadline = true
 		} else if deadline {
@@ -229,6 +237,13 @@ func (c *connector) handle(n int, from unix.Sockaddr, rerr error) (ackDone bool,
 			}
 			continue // answers to subscriptions, ours or others'
 		}
+		if pe.what == procEvExit {
+			c.exit(pe, now)
+			continue
+		}
+		if pe.what == procEvExec {
+			delete(c.held, pe.tgid) // its main thread's exit was the exec's doing
+		}
 		ev, ok := toEvent(pe, now)
 		if !ok || w.ignored(ev.Kind, ev.Pid, ev.Parent) || (ev.Kind == Fork && !w.forks) {
 			continue
@@ -236,4 +251,86 @@ func (c *connector) handle(n int, from unix.Sockaddr, rerr error) (ackDone bool,
 		w.deliver(ev)
 	}
 	return ackDone, ackErr
+}
+
+// exit handles a thread's exit. The kernel reports it once the thread is a
+// zombie (or released), so the process's state in /proc tells what the exit
+// means. The main thread's exit is the process's, except:
+//   - it ended alone (pthread_exit) and other threads run on: the exit is
+//     held until the last of them ends, whose exit carries the process's
+//     status;
+//   - a thread executed a program, which ends every other thread, the main
+//     one included, and takes over the process id: the exit is dropped, the
+//     Exec follows.
+//
+// Both leave the main thread's exit with status 0, so only such exits cost a
+// read of /proc.
+func (c *connector) exit(pe procEvent, now time.Time) {
+	w := c.w
+	ev, _ := toEvent(procEvent{what: procEvExit, pid: pe.tgid, tgid: pe.tgid, status: pe.status, ptgid: pe.ptgid, stamp: pe.stamp}, now)
+	ev.Tid = pe.pid
+	if pe.pid != pe.tgid {
+		held, ok := c.held[pe.tgid]
+		if !ok {
+			return // a thread, not the process
+		}
+		switch state, threads := leaderState(pe.tgid); {
+		case state == 0 || (isZombie(state) && threads <= 1):
+			delete(c.held, pe.tgid)
+			ev.Parent = held.Parent
+		case !isZombie(state):
+			delete(c.held, pe.tgid) // a thread executed a program
+			return
+		default:
+			return // other threads run on
+		}
+	} else if pe.status == 0 {
+		switch state, threads := leaderState(pe.tgid); {
+		case state != 0 && !isZombie(state):
+			return // a thread executed a program
+		case state != 0 && threads > 1 && len(c.held) < maxHeld:
+			if c.held == nil {
+				c.held = make(map[int]Event)
+			}
+			c.held[pe.tgid] = ev
+			return
+		}
+	}
+	if !w.ignored(Exit, ev.Pid, 0) {
+		w.deliver(ev)
+	}
+}
+
+// recheck settles held exits whose last threads ended unseen (a lost event):
+// a process now gone is delivered with Exact false, since how it ended was
+// not seen.
+func (c *connector) recheck(now time.Time) {
+	for tgid, ev := range c.held {
+		state, threads := leaderState(tgid)
+		switch {
+		case state == 0 || (isZombie(state) && threads <= 1):
+			ev.Time, ev.Exact = now, false
+			if !c.w.ignored(Exit, tgid, 0) {
+				c.w.deliver(ev)
+			}
+		case isZombie(state):
+			continue
+		}
+		delete(c.held, tgid)
+	}
+}
+
+func isZombie(state byte) bool { return state == 'Z' || state == 'X' }
+
+// leaderState reads the state of a process's main thread and its number of
+// threads from /proc/PID/stat; state 0 means the process is gone.
+func leaderState(pid int) (state byte, threads int) {
+	var buf [maxStat]byte
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0
+	}
+	n, _ := f.Read(buf[:])
+	f.Close()
+	return statState(buf[:n])
 }

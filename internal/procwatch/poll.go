@@ -16,10 +16,32 @@ import (
 type procID struct {
 	start, startCode, endCode, startStack uint64
 	ppid                                  int
+	mmGone                                bool // main thread ended, others run: addresses unknown
 }
 
 func (a procID) sameProgram(b procID) bool {
+	if a.mmGone || b.mmGone {
+		return true // cannot tell; an exec would have replaced the main thread
+	}
 	return a.startCode == b.startCode && a.endCode == b.endCode && a.startStack == b.startStack
+}
+
+// statState reads the state (field 3) and num_threads (field 20) from the
+// text of /proc/PID/stat; state 0 when it does not parse.
+func statState(b []byte) (state byte, threads int) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0
+	}
+	fields := bytes.Fields(b[i+1:])
+	if len(fields) <= 20-3 || len(fields[0]) != 1 {
+		return 0, 0
+	}
+	n, err := strconv.Atoi(string(fields[20-3]))
+	if err != nil {
+		return 0, 0
+	}
+	return fields[0][0], n
 }
 
 const (
@@ -173,6 +195,7 @@ func parseStat(b []byte) (procID, bool) {
 	// fields[0] is field 3 of proc_pid_stat(5) (state).
 	const (
 		ppid       = 4 - 3
+		numThreads = 20 - 3
 		starttime  = 22 - 3
 		startcode  = 26 - 3
 		endcode    = 27 - 3
@@ -182,9 +205,15 @@ func parseStat(b []byte) (procID, bool) {
 		return procID{}, false
 	}
 	if st := fields[0]; len(st) == 1 && (st[0] == 'Z' || st[0] == 'X') {
-		// A zombie has exited (its parent has not reaped it yet) and its
-		// memory fields read 0: it counts as gone.
-		return procID{}, false
+		// A zombie has exited (its parent has not reaped it yet): it
+		// counts as gone, unless only its main thread ended and others
+		// run on; then its memory fields read 0 and say nothing.
+		if n, err := strconv.Atoi(string(fields[numThreads])); err != nil || n <= 1 {
+			return procID{}, false
+		}
+		start, err := strconv.ParseUint(string(fields[starttime]), 10, 64)
+		pp, err2 := strconv.Atoi(string(fields[ppid]))
+		return procID{start: start, ppid: pp, mmGone: true}, err == nil && err2 == nil
 	}
 	num := func(i int) (uint64, bool) {
 		v, err := strconv.ParseUint(string(fields[i]), 10, 64)

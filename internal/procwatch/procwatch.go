@@ -85,7 +85,8 @@ type Event struct {
 	Exact bool
 
 	// Parent is the parent process (Fork, and Exit in netlink mode); 0 when
-	// unknown.
+	// unknown (an Exit whose parent reaped it before the kernel sent the
+	// event).
 	Parent int
 	// Stamp is the kernel's CLOCK_MONOTONIC time of the event (netlink mode);
 	// 0 in poll mode. It measures how late the event arrived.
