@@ -71,7 +71,7 @@ func (w *Watcher) startNetlink(ctx context.Context) error {
 		}
 	}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: cnIdxProc}); err != nil {
-		return fmt.Errorf("join the process events group: %w: %w (needs CAP_NET_ADMIN; run the agent as root)", ErrUnavailable, err)
+		return fmt.Errorf("join the process events group: %w: %w (before Linux 6.6 this needs CAP_NET_ADMIN; run the agent as root)", ErrUnavailable, err)
 	}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {

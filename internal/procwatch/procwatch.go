@@ -5,21 +5,33 @@
 // dlopen'ed is caught.
 //
 // Two sources feed a Watcher. The kernel's process connector (netlink,
-// NETLINK_CONNECTOR / CN_IDX_PROC) reports each event with its exact exit
-// status; it needs CAP_NET_ADMIN in the initial user and pid namespaces and a
-// kernel built with CONFIG_PROC_EVENTS. Where it is unavailable, a poll of
-// /proc every PollInterval diffs the set of processes; it misses processes
-// that live shorter than one interval and cannot know why a process died.
+// NETLINK_CONNECTOR / CN_IDX_PROC) reports each event as it happens, with the
+// exact exit status. It needs a kernel with CONFIG_PROC_EVENTS and a caller
+// in the initial user and pid namespaces; before Linux 6.6 also
+// CAP_NET_ADMIN. Where it is unavailable, a poll of /proc every PollInterval
+// diffs the set of processes: it misses processes that live shorter than one
+// interval, cannot know why a process died (Exact is false), and notices an
+// exec in a process it already knew only by the change of its program's
+// addresses, which needs address space layout randomisation and the right to
+// read other users' /proc/PID/stat fields (root).
+//
+// An Exit is the end of the whole process, never of one of its threads. Two
+// cases need care, both handled: a main thread that calls pthread_exit while
+// other threads run on (the Exit comes when the last thread ends, with its
+// status), and a thread other than the main one that executes a program,
+// which ends the main thread (no Exit; the Exec follows).
 //
 // Neither source reports processes that already ran when the Watcher opened:
 // the agent opens the Watcher first and then scans /proc once, so that nothing
-// falls between the two.
+// falls between the two. Pids are those of the initial pid namespace.
 //
 // Lost events: when the kernel drops events (the socket's receive buffer
-// overflowed, ENOBUFS, or a gap in the connector's per-CPU sequence numbers)
-// or the Events channel is full, the Watcher counts them in Lost and delivers
-// one Overflow event as soon as the channel has room again. On Overflow the
-// agent must rescan /proc: any exec or exit may have been missed.
+// overflowed, ENOBUFS) or the Events channel is full, the Watcher counts them
+// in Lost and delivers one Overflow event as soon as the channel has room
+// again. On Overflow the agent must rescan /proc: any exec or exit may have
+// been missed. The kernel numbers its events per CPU, so the exact count of a
+// drop shows when the next event from each CPU arrives; until then Lost
+// counts one per ENOBUFS.
 //
 // Trust: events come from the kernel; messages on the netlink socket whose
 // sender is not the kernel are dropped, and every message is parsed with
@@ -75,8 +87,9 @@ type Event struct {
 	Tid  int       // thread that caused it (for Fork: the parent thread)
 	Time time.Time // when the agent received it (carries the monotonic clock)
 
-	// Exit only. An Exit is reported only for the thread-group leader
-	// (Tid == Pid), i.e. the whole process.
+	// Exit only. An Exit is the end of the whole process; its Tid is the
+	// main thread (Tid == Pid), or the last thread when the main one ended
+	// first (pthread_exit).
 	ExitCode   int            // exit status when it exited normally
 	Signal     syscall.Signal // fatal signal that killed it, 0 if it exited normally
 	CoreDumped bool

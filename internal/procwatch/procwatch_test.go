@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -613,4 +615,46 @@ func TestFileOpensAfterClose(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
+}
+
+// TestFileOpensThroughProcRoot: the agent reaches a container's files through
+// /proc/PID/root. Two names of one file share the kernel's watch; each is
+// reported, and unwatching one keeps the other.
+func TestFileOpensThroughProcRoot(t *testing.T) {
+	dir := t.TempDir()
+	lib := testenv.CC(t, filepath.Join(dir, "libanswer.so"), "-shared", "-fPIC", filepath.Join("testdata", "answer.c"))
+	dlopener := build(t, "dlopener", "-ldl")
+	hold := build(t, "hold")
+	p := start(t, hold) // the "container" whose root we go through
+	viaRoot := fmt.Sprintf("/proc/%d/root%s", p.pid(), lib)
+	f, err := NewFileOpens()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, path := range []string{lib, viaRoot} {
+		if err := f.Watch(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func() {
+		t.Helper()
+		if out, err := exec.Command(dlopener, lib, "/proc/self/stat").CombinedOutput(); err != nil {
+			t.Fatalf("dlopener: %v: %s", err, out)
+		}
+	}
+	run()
+	got := collect(f, 300*time.Millisecond)
+	slices.Sort(got)
+	if want := []string{viaRoot, lib}; !slices.Equal(got, want) { // sorted
+		t.Fatalf("opens seen %q, want %q", got, want)
+	}
+	if err := f.Unwatch(lib); err != nil {
+		t.Fatal(err)
+	}
+	run()
+	if got := collect(f, 300*time.Millisecond); !slices.Equal(got, []string{viaRoot}) {
+		t.Fatalf("after Unwatch(%s) opens seen %q, want [%s]", lib, got, viaRoot)
+	}
+	p.finish(t)
 }
