@@ -94,7 +94,8 @@ type Event struct {
 	Signal     syscall.Signal // fatal signal that killed it, 0 if it exited normally
 	CoreDumped bool
 	// Exact is false in poll mode: the cause of an exit is unknown and Time
-	// is when the poll noticed it. Always true for netlink events.
+	// is when the poll noticed it. In netlink mode it is false only for an
+	// Exit whose last thread's end the kernel's events did not show (lost).
 	Exact bool
 
 	// Parent is the parent process (Fork, and Exit in netlink mode); 0 when
@@ -114,7 +115,8 @@ type Options struct {
 	// PollInterval is the poll mode's period; default 250ms.
 	PollInterval time.Duration
 	// Forks also delivers Fork events for new processes (default off: the
-	// agent needs exec and exit).
+	// agent needs exec and exit). Netlink mode only: a poll cannot tell a
+	// fork from an exec and reports every new process as an Exec.
 	Forks bool
 	// IgnoreSelf drops the events of the agent's own process and of its
 	// descendants (its helpers and theirs): those running at Open, found by
