@@ -8,7 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -36,6 +39,7 @@ type agentConfig struct {
 	Notify      *bool    `json:"notify"`
 	NotifyTitle string   `json:"notify_summary"`
 	NotifyBody  string   `json:"notify_body"`
+	NotifyMotd  string   `json:"notify_motd"`
 	LogLevel    string   `json:"log_level"`
 }
 
@@ -166,11 +170,17 @@ func cmdAgent(ctx context.Context, args []string) error {
 		level = slog.LevelError
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var err error
 	cfg := agent.Config{
 		StateDir: c.StateDir, Source: agent.DirSource{Dir: c.PatchDir}, Socket: c.Socket,
 		Workers: c.Workers, CPUBudget: c.CPUBudget, Rescan: time.Duration(c.Rescan), WatchMode: c.Events,
-		Notify:   notify.Config{Enabled: notifyOn, Summary: c.NotifyTitle, Body: c.NotifyBody},
+		Notify:   notify.Config{Enabled: notifyOn, Summary: c.NotifyTitle, Body: c.NotifyBody, MotdPath: c.NotifyMotd},
 		Packages: packages, Log: log,
+	}
+	if fp := os.Getenv(failpointEnv); fp != "" {
+		if cfg.Failpoint, err = killAt(fp); err != nil {
+			return fmt.Errorf("%w: %s: %v", errUsage, failpointEnv, err)
+		}
 	}
 	if c.ReportURL != "" {
 		cfg.Sender = agent.HTTPSender{URL: c.ReportURL}
@@ -258,4 +268,26 @@ func printAgentStatus(w io.Writer, s agent.Status) {
 		}
 		tw.Flush()
 	}
+}
+
+// failpointEnv names a point where the agent kills itself with SIGKILL, as a
+// crash or an OOM kill would: "NAME:N" for the N-th time it passes NAME
+// (points: before-apply, prepared, applied, after-apply, reverted). Crash
+// consistency tests use it; it needs the power to set the agent's
+// environment, which is already root's.
+const failpointEnv = "HOTFLEET_AGENT_FAILPOINT"
+
+func killAt(spec string) (func(string), error) {
+	name, nth, ok := strings.Cut(spec, ":")
+	n, err := strconv.Atoi(nth)
+	if !ok || err != nil || n < 1 {
+		return nil, fmt.Errorf("want NAME:N with N >= 1, got %q", spec)
+	}
+	var hits atomic.Int64
+	return func(point string) {
+		if point == name && hits.Add(1) == int64(n) {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way; go no further
+		}
+	}, nil
 }

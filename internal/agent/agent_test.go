@@ -133,7 +133,7 @@ func TestAgentSurvivesKillDuringEnforcement(t *testing.T) {
 	o := e.opts()
 	o.reportURL = rcv.srv.URL
 
-	const n = 12
+	const n = 16
 	var targets []*lptest.Target
 	for range n {
 		tg := lptest.StartGrandchild(t, p.target)
@@ -143,12 +143,34 @@ func TestAgentSurvivesKillDuringEnforcement(t *testing.T) {
 	drop(t, e.patchDir, bundleFor(t, p.target, "exe_answer", "fix-exe", 1, 2))
 	drop(t, e.patchDir, bundleFor(t, p.libfix, "lib_answer", "fix-lib", 1, 2))
 
+	// Kills at random moments, and kills at the worst moments: between
+	// the decision and the apply, with a region prepared but not switched,
+	// switched but not recorded, applied but not reported.
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
-	for round := range 8 {
-		a := startAgent(t, o)
-		time.Sleep(time.Duration(30+rng.Intn(400)) * time.Millisecond)
-		a.kill()
-		t.Logf("round %d: agent killed", round)
+	points := []string{"prepared:3", "", "after-apply:2", "applied:2", "before-apply:3", "", "after-apply:1", "prepared:1", ""}
+	for round, fp := range points {
+		ro := o
+		if fp != "" {
+			ro.env = []string{"HOTFLEET_AGENT_FAILPOINT=" + fp}
+		}
+		a := startAgent(t, ro)
+		how := "killed at a random moment"
+		if fp == "" {
+			time.Sleep(time.Duration(150+rng.Intn(150)) * time.Millisecond)
+			a.kill()
+		} else if a.exited(5 * time.Second) {
+			how = "killed itself at " + fp
+		} else {
+			a.kill()
+			how = "never reached " + fp + "; killed"
+		}
+		patched := 0
+		for _, tg := range targets {
+			if st, err := livepatch.Status(context.Background(), tg.Pid); err == nil {
+				patched += len(st)
+			}
+		}
+		t.Logf("round %d: agent %s; %d of %d regions in place", round, how, patched, 2*n)
 	}
 	rcv.setRefuse(false)
 	a := startAgent(t, o)
@@ -310,4 +332,64 @@ func TestAgentPatchesOtherMountNamespace(t *testing.T) {
 		t.Errorf("patched module %x, want %x", st[0].BuildID, want)
 	}
 	_ = a
+}
+
+// The first hot patch of the device tells the logged-in users (here: the
+// message of the day, with the configured wording); later ones do not, even
+// after a restart.
+func TestAgentTellsUsersOnce(t *testing.T) {
+	p := buildPrograms(t)
+	e := newEnv(t)
+	motd := filepath.Join(t.TempDir(), "motd.d", "hotfleet")
+	os.MkdirAll(filepath.Dir(motd), 0o755)
+	conf := filepath.Join(t.TempDir(), "agent.json")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`{"notify": true, "notify_body": "Fixed while you worked.", "notify_motd": %q}`, motd)), 0o644)
+	o := e.opts()
+	o.notify = true
+	o.extra = []string{"--config", conf}
+	drop(t, e.patchDir, bundleFor(t, p.target, "exe_answer", "fix-exe", 1, 2))
+	a := startAgent(t, o)
+	tg := lptest.StartGrandchild(t, p.target)
+	t.Cleanup(tg.Kill)
+	waitCall(t, tg, "exe", "2", 10*time.Second)
+	a.waitStatus(t, "the users told", 10*time.Second, func(s agent.Status) bool { return s.Notified })
+	b, err := os.ReadFile(motd)
+	if err != nil || !strings.Contains(string(b), "Fixed while you worked.") {
+		t.Fatalf("message of the day after the first patch: %q, %v", b, err)
+	}
+	a.stop()
+	os.Remove(motd)
+
+	a = startAgent(t, o)
+	tg2 := lptest.StartGrandchild(t, p.target)
+	t.Cleanup(tg2.Kill)
+	waitCall(t, tg2, "exe", "2", 10*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	if _, err := os.Stat(motd); err == nil {
+		t.Errorf("the users were told again after a restart")
+	}
+}
+
+// A bad config is refused with the field and the reason, before anything
+// runs.
+func TestAgentRefusesBadConfig(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct{ conf, want string }{
+		{`{"workers": 1000}`, "workers 1000"},
+		{`{"cpu_budget": -1}`, "cpu_budget"},
+		{`{"events": "carrier-pigeon"}`, "events"},
+		{`{"rescan": 5}`, "duration"},
+		{`{"no_such_setting": 1}`, "unknown field"},
+		{`{"workers": 1`, "unexpected EOF"},
+	} {
+		conf := filepath.Join(t.TempDir(), "agent.json")
+		os.WriteFile(conf, []byte(tc.conf), 0o644)
+		out, err := exec.Command(hotfleetBin(t), "agent", "--config", conf, "--patch-dir", e.patchDir, "--state-dir", e.stateDir, "--socket", e.socket).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("config %s: err %v, output %q; want a refusal naming %q", tc.conf, err, out, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.stateDir, "state.json")); err == nil {
+		t.Errorf("a refused config still wrote agent state")
+	}
 }

@@ -329,7 +329,7 @@ func (a *Agent) apply(ctx context.Context, p *inventory.Process, as *Assignment,
 	b := as.Bundle
 	t0 := time.Now()
 	a.failpoint("before-apply")
-	res, err := livepatch.Apply(ctx, p.Pid, b, livepatch.Options{Deadline: a.cfg.Deadline, Log: a.log})
+	res, err := livepatch.Apply(ctx, p.Pid, b, livepatch.Options{Deadline: a.cfg.Deadline, Log: a.log, Failpoint: a.cfg.Failpoint})
 	a.failpoint("after-apply")
 	if err != nil {
 		if errors.Is(err, proc.ErrExited) {
@@ -369,7 +369,7 @@ func (a *Agent) apply(ctx context.Context, p *inventory.Process, as *Assignment,
 
 // revert takes a withdrawn patch out of one process.
 func (a *Agent) revert(ctx context.Context, p *inventory.Process, id string) bool {
-	res, err := livepatch.Revert(ctx, p.Pid, id, livepatch.Options{Deadline: a.cfg.Deadline, Log: a.log})
+	res, err := livepatch.Revert(ctx, p.Pid, id, livepatch.Options{Deadline: a.cfg.Deadline, Log: a.log, Failpoint: a.cfg.Failpoint})
 	if err != nil && !errors.Is(err, livepatch.ErrNotApplied) {
 		if errors.Is(err, proc.ErrExited) {
 			a.forget(p.Pid)

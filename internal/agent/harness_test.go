@@ -108,13 +108,17 @@ type agentOpts struct {
 	patchDir, stateDir, socket, reportURL string
 	wrap                                  []string // command prefix, e.g. setpriv
 	extra                                 []string
+	env                                   []string
+	notify                                bool
 }
 
 func startAgent(t testing.TB, o agentOpts) *agentProc {
 	t.Helper()
 	bin := hotfleetBin(t)
-	args := []string{"agent", "--patch-dir", o.patchDir, "--state-dir", o.stateDir, "--socket", o.socket,
-		"--no-notify", "--log-level", "debug"}
+	args := []string{"agent", "--patch-dir", o.patchDir, "--state-dir", o.stateDir, "--socket", o.socket, "--log-level", "debug"}
+	if !o.notify {
+		args = append(args, "--no-notify")
+	}
 	if o.reportURL != "" {
 		args = append(args, "--report-url", o.reportURL)
 	}
@@ -125,6 +129,7 @@ func startAgent(t testing.TB, o agentOpts) *agentProc {
 	} else {
 		cmd = exec.Command(bin, args...)
 	}
+	cmd.Env = append(os.Environ(), o.env...)
 	logPath := filepath.Join(o.stateDir, fmt.Sprintf("agent-%d.log", time.Now().UnixNano()))
 	os.MkdirAll(o.stateDir, 0o700)
 	lf, err := os.Create(logPath)
@@ -156,22 +161,36 @@ func (a *agentProc) dumpLog() {
 
 // stop ends the agent gracefully.
 func (a *agentProc) stop() {
-	if a.cmd.ProcessState != nil {
+	if a.exited(0) {
 		return
 	}
 	a.cmd.Process.Signal(syscall.SIGTERM)
+	var err error
 	select {
-	case <-a.done:
+	case err = <-a.done:
 	case <-time.After(10 * time.Second):
 		a.cmd.Process.Kill()
-		<-a.done
+		err = <-a.done
+	}
+	a.done <- err
+}
+
+// exited waits up to d for the agent to end by itself.
+func (a *agentProc) exited(d time.Duration) bool {
+	select {
+	case err := <-a.done:
+		a.done <- err
+		return true
+	case <-time.After(d):
+		return false
 	}
 }
 
 // kill ends the agent with SIGKILL, as a crash or OOM kill would.
 func (a *agentProc) kill() {
 	a.cmd.Process.Kill()
-	<-a.done
+	err := <-a.done
+	a.done <- err
 }
 
 func (a *agentProc) status(t testing.TB) agent.Status {
