@@ -243,7 +243,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 
-	w, err := procwatch.Open(ctx, procwatch.Options{Mode: a.cfg.WatchMode, Log: a.log})
+	w, err := procwatch.Open(ctx, procwatch.Options{Mode: a.cfg.WatchMode, Log: a.log, IgnoreSelf: true})
 	if err != nil {
 		a.log.Warn("no exec/exit events; new processes are found by rescans only", "err", err)
 	} else {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"hotfleet/internal/agent"
+	"hotfleet/internal/bundle"
 )
 
 // BenchmarkExecToPatched starts short-lived programs one after another while
@@ -20,8 +21,17 @@ import (
 // Run: go test -run '^$' -bench ExecToPatched -benchtime 1000x ./internal/agent/
 func BenchmarkExecToPatched(b *testing.B) {
 	p := buildPrograms(b)
+	b.Run("executable", func(b *testing.B) {
+		execToPatched(b, p.short, bundleFor(b, p.short, "exe_answer", "fix-short", 1, 2))
+	})
+	b.Run("library", func(b *testing.B) {
+		execToPatched(b, p.shortLib, bundleFor(b, p.libfix, "lib_answer", "fix-lib", 1, 2))
+	})
+}
+
+func execToPatched(b *testing.B, prog string, fix *bundle.Bundle) {
 	e := newEnv(b)
-	drop(b, e.patchDir, bundleFor(b, p.short, "exe_answer", "fix-short", 1, 2))
+	drop(b, e.patchDir, fix)
 	a := startAgent(b, e.opts())
 	a.waitStatus(b, "the assignment loaded", 10*time.Second, func(s agent.Status) bool { return len(s.Assigned) == 1 && !s.Readiness.At.IsZero() })
 	before := a.status(b).Latency.Count
@@ -30,7 +40,7 @@ func BenchmarkExecToPatched(b *testing.B) {
 	missed := 0
 	b.ResetTimer()
 	for range b.N {
-		out, err := exec.Command(p.short).Output()
+		out, err := exec.Command(prog).Output()
 		if err != nil {
 			b.Fatalf("run the short-lived program: %v", err)
 		}

@@ -63,13 +63,15 @@ func (a *Agent) sweep(ctx context.Context, why string) {
 			dirs[libDir(p, m.Path)] = true
 		}
 	}
-	for pid := range a.views {
-		if !alive[pid] {
+	// A process that started after the scan began is not in it, and is
+	// not gone.
+	for pid, v := range a.views {
+		if !alive[pid] && v.execAt.Before(t0) && v.checked.Before(t0) {
 			delete(a.views, pid)
 		}
 	}
 	for k, r := range a.st.Processes {
-		if !alive[r.Pid] || a.views[r.Pid] == nil || a.views[r.Pid].start != r.Start {
+		if v := a.views[r.Pid]; v == nil || (v.start != r.Start && v.start != 0) {
 			delete(a.st.Processes, k)
 			a.markDirty()
 		}

@@ -49,11 +49,12 @@ func hotfleetBin(t testing.TB) string {
 
 // programs are the C programs under test, built once per test.
 type programs struct {
-	dir    string
-	target string // links libfix.so, can dlopen libdl.so
-	libfix string
-	libdl  string
-	short  string
+	dir      string
+	target   string // links libfix.so, can dlopen libdl.so
+	libfix   string
+	libdl    string
+	short    string
+	shortLib string // short, calling libfix.so
 }
 
 func buildPrograms(t testing.TB) *programs {
@@ -66,6 +67,7 @@ func buildPrograms(t testing.TB) *programs {
 	p.target = testenv.CC(t, filepath.Join(dir, "target"), "-O0", "testdata/target.c",
 		"-L"+dir, "-lfix", "-Wl,-rpath,"+dir, "-ldl")
 	p.short = testenv.CC(t, filepath.Join(dir, "short"), "-O0", "testdata/short.c")
+	p.shortLib = testenv.CC(t, filepath.Join(dir, "shortlib"), "-O0", "testdata/shortlib.c", "-L"+dir, "-lfix", "-Wl,-rpath,"+dir)
 	return p
 }
 

@@ -34,6 +34,8 @@ func (a *Agent) watchEvents(ctx context.Context, w *procwatch.Watcher) {
 				a.onExec(ev)
 			case procwatch.Exit:
 				a.onExit(ev)
+			case procwatch.Overflow:
+				a.requestSweep(time.Now())
 			}
 			if n := w.Lost(); n != lost {
 				// Events were dropped: some new process may be unseen.

@@ -1,9 +1,11 @@
 package procwatch
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -29,7 +31,9 @@ const (
 // ErrClosed is returned by FileOpens methods after Close.
 var ErrClosed = errors.New("file-open watcher is closed")
 
-// FileOpens tells when any process opens one of a set of files. The dynamic
+// FileOpens tells when any process opens one of a set of files, or any file
+// in a watched directory (then the event is the directory joined with the
+// file's name). The dynamic
 // loader opens a library just before it maps it, so a watched library's open
 // is the moment to look at the processes that may be about to map it.
 //
@@ -201,8 +205,16 @@ func (f *FileOpens) run(rc interface {
 			if step > len(b) {
 				break // the kernel never splits an event; a short one is garbage
 			}
+			// A watched directory reports opens of the files in it with
+			// the file's name (NUL-padded).
+			name := string(bytes.TrimRight(b[inotifyEventLen:step], "\x00"))
 			b = b[step:]
 			paths = f.handle(wd, mask, paths[:0])
+			if name != "" {
+				for i := range paths {
+					paths[i] = filepath.Join(paths[i], name)
+				}
+			}
 			for _, p := range paths {
 				select {
 				case f.events <- p:

@@ -658,3 +658,40 @@ func TestFileOpensThroughProcRoot(t *testing.T) {
 	}
 	p.finish(t)
 }
+
+// A watched directory reports opens of the files in it, by name: the agent
+// watches the directories libraries are loaded from, since a library that
+// no process maps yet has no known path.
+func TestFileOpensDirectory(t *testing.T) {
+	dir := t.TempDir()
+	lib := filepath.Join(dir, "libx.so")
+	other := filepath.Join(dir, "other.txt")
+	for _, p := range []string{lib, other} {
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fo, err := NewFileOpens()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fo.Close()
+	if err := fo.Watch(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{lib, other} {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		select {
+		case got := <-fo.Events():
+			if got != p {
+				t.Errorf("open of %s reported as %s", p, got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no event for the open of %s in a watched directory", p)
+		}
+	}
+}
