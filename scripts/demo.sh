@@ -6,7 +6,9 @@
 # builds a patch bundle from the source tree and examples/sample/fix.diff in
 # one command, inspects it, applies it to the running server, shows
 # that the same process now refuses the attack, reads the status back from
-# the process, reverts, and shows the original behaviour again.
+# the process, reverts, and shows the original behaviour again. Last, the
+# agent keeps the running server and a newly started one patched from a patch
+# directory, with no command per process.
 #
 # Needs root (ptrace), gcc and Go. Exits 0 only if every step worked.
 set -euo pipefail
@@ -48,7 +50,14 @@ export PATH="$root/bin:$PATH"
 
 work=$(mktemp -d /tmp/hotfleet-demo.XXXXXX)
 server_pid=""
+agent_pid=""
 cleanup() {
+	if [ -n "$agent_pid" ]; then
+		kill "$agent_pid" 2>/dev/null || true
+	fi
+	if [ -n "${old_pid:-}" ]; then
+		kill "$old_pid" 2>/dev/null || true
+	fi
 	if [ -n "$server_pid" ]; then
 		kill "$server_pid" 2>/dev/null || true
 		wait "$server_pid" 2>/dev/null || true
@@ -134,9 +143,42 @@ run hotfleet patch revert "$patch_id" --pid "$server_pid"
 step "The original code runs again"
 requests "200 OK"
 
-step "Stop the sample server"
-kill "$server_pid"
-wait "$server_pid" 2>/dev/null || true
+step "Let the agent keep the device patched: drop the bundle into its patch directory"
+mkdir -p patches
+cp "$patch_id.hfp" patches/
+hotfleet agent --patch-dir patches --state-dir agent-state --socket "$work/agent.sock" --no-notify >agent.log 2>&1 &
+agent_pid=$!
+echo "\$ hotfleet agent --patch-dir patches --state-dir agent-state --socket $work/agent.sock &   (pid $agent_pid)"
+# The agent finds the running server and patches it, with no command.
+for _ in $(seq $((start_timeout * 10))); do
+	case $(ask ../../etc/shadow) in "[pid $server_pid] 403"*) break ;; esac
+	kill -0 "$agent_pid" 2>/dev/null || die "the agent exited: $(cat agent.log)"
+	sleep 0.1
+done
+requests "403 Forbidden"
+
+step "A server started now is patched as it starts"
+old_pid=$server_pid
+./sample-server >server2.log 2>&1 &
+server_pid=$!
+port=""
+for _ in $(seq $((start_timeout * 10))); do
+	port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' server2.log)
+	[ -n "$port" ] && break
+	sleep 0.1
+done
+[ -n "$port" ] || die "the second server did not start: $(cat server2.log)"
+cat server2.log
+requests "403 Forbidden"
+
+step "What the agent says"
+run hotfleet agent status --socket "$work/agent.sock"
+
+step "Stop the agent and both servers"
+kill "$agent_pid"
+wait "$agent_pid" 2>/dev/null || true
+kill "$server_pid" "$old_pid"
+wait "$server_pid" "$old_pid" 2>/dev/null || true
 server_pid=""
 echo
-echo "demo: every step worked: one process was patched and reverted without a restart"
+echo "demo: every step worked: a process was patched and reverted without a restart, and the agent kept old and new processes patched"

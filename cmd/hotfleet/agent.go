@@ -172,7 +172,7 @@ func cmdAgent(ctx context.Context, args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	var err error
 	cfg := agent.Config{
-		StateDir: c.StateDir, Source: agent.DirSource{Dir: c.PatchDir}, Socket: c.Socket,
+		StateDir: c.StateDir, Source: agent.NewDirSource(c.PatchDir), Socket: c.Socket,
 		Workers: c.Workers, CPUBudget: c.CPUBudget, Rescan: time.Duration(c.Rescan), WatchMode: c.Events,
 		Notify:   notify.Config{Enabled: notifyOn, Summary: c.NotifyTitle, Body: c.NotifyBody, MotdPath: c.NotifyMotd},
 		Packages: packages, Log: log,

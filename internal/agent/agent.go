@@ -80,8 +80,14 @@ const (
 
 // execRechecks are when a new process is looked at after its exec: at once
 // for patches to the executable, then while the dynamic loader maps its
-// libraries. A library open (see watchLibs) usually gets there first.
-var execRechecks = []time.Duration{0, 2 * time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond, 500 * time.Millisecond}
+// libraries. When library opens are watched (see watchOpens), the open of an
+// affected library brings the check at the right moment, and only two late
+// checks remain as a safety net; each check of an unaffected process costs
+// a read of its maps, and busy machines exec hundreds of processes a second.
+var (
+	execRechecks          = []time.Duration{0, 2 * time.Millisecond, 10 * time.Millisecond, 50 * time.Millisecond, 500 * time.Millisecond}
+	execRechecksWithOpens = []time.Duration{0, 50 * time.Millisecond, 500 * time.Millisecond}
+)
 
 // Config configures an agent.
 type Config struct {
@@ -146,23 +152,25 @@ type Agent struct {
 	budget *budget
 	opens  *procwatch.FileOpens
 
-	mu        sync.Mutex
-	st        *state
-	dirty     bool
-	plan      *plan
-	planGen   uint64
-	withdrawn map[string][]string // build-id → withdrawn patch ids
-	views     map[int]*procView
-	ready     readiness.Report
-	problems  []Problem
-	watchMode string
-	invHash   string
-	watched   map[string]bool
-	libIDs    map[string]string // watched library file → build-id hex ("" if none)
-	lastSweep time.Time
-	sweepAt   time.Time // a sweep is pending at this time
-	lat       latencies
-	started   time.Time
+	mu         sync.Mutex
+	st         *state
+	dirty      bool
+	saveC      chan struct{}
+	plan       *plan
+	planGen    uint64
+	withdrawn  map[string][]string // build-id → withdrawn patch ids
+	views      map[int]*procView
+	ready      readiness.Report
+	rechecking bool
+	problems   []Problem
+	watchMode  string
+	invHash    string
+	watched    map[string]bool
+	libIDs     map[string]string // watched library file → build-id hex ("" if none)
+	lastSweep  time.Time
+	sweepAt    time.Time // a sweep is pending at this time
+	lat        latencies
+	started    time.Time
 
 	sent      atomic.Uint64
 	applied   atomic.Uint64
@@ -227,6 +235,7 @@ func New(cfg Config) (*Agent, error) {
 		watched:   map[string]bool{},
 		libIDs:    map[string]string{},
 		started:   time.Now(),
+		saveC:     make(chan struct{}, 1),
 	}
 	a.sched = newScheduler()
 	return a, nil
@@ -327,17 +336,28 @@ func (a *Agent) failpoint(name string) {
 	}
 }
 
-func (a *Agent) markDirty() { a.dirty = true }
+// markDirty notes that the state changed; called with a.mu held.
+func (a *Agent) markDirty() {
+	a.dirty = true
+	select {
+	case a.saveC <- struct{}{}:
+	default:
+	}
+}
 
-// saveLoop writes the state when it changed, at most every saveDebounce.
+// saveLoop writes the state when it changed, at most every saveDebounce. It
+// sleeps while nothing changes: an idle agent does not wake up for it.
 func (a *Agent) saveLoop(ctx context.Context) {
-	t := time.NewTicker(saveDebounce)
-	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-a.saveC:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(saveDebounce):
 		}
 		a.mu.Lock()
 		if a.dirty {

@@ -393,3 +393,18 @@ func TestAgentRefusesBadConfig(t *testing.T) {
 		t.Errorf("a refused config still wrote agent state")
 	}
 }
+
+// Where the kernel's process connector is unavailable, the agent polls
+// /proc and still patches a process started after it.
+func TestAgentPollMode(t *testing.T) {
+	p := buildPrograms(t)
+	e := newEnv(t)
+	drop(t, e.patchDir, bundleFor(t, p.target, "exe_answer", "fix-exe", 1, 2))
+	o := e.opts()
+	o.extra = []string{"--events", "poll"}
+	a := startAgent(t, o)
+	a.waitStatus(t, "the agent in poll mode", 10*time.Second, func(s agent.Status) bool { return s.Events == "poll" && len(s.Assigned) == 1 })
+	tg := lptest.StartGrandchild(t, p.target)
+	t.Cleanup(tg.Kill)
+	waitCall(t, tg, "exe", "2", 10*time.Second)
+}

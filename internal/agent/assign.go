@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"syscall"
 
 	"hotfleet/internal/bundle"
 )
@@ -37,12 +39,35 @@ type Problem struct {
 	Error  string `json:"error"`
 }
 
-// DirSource reads every *.hfp file in a directory.
-type DirSource struct{ Dir string }
+// DirSource reads every *.hfp file in a directory. A file is decoded again
+// only when it changed (inode, size or modification time), so looking at the
+// directory every few seconds costs a listing.
+type DirSource struct {
+	Dir string
+
+	mu    sync.Mutex
+	cache map[string]dirEntry
+}
+
+type dirEntry struct {
+	ino, size uint64
+	mtime     int64
+	a         Assignment
+	err       error
+}
+
+// NewDirSource reads bundles from dir.
+func NewDirSource(dir string) *DirSource { return &DirSource{Dir: dir} }
 
 // Assignments reads the directory. A file is read only up to the bundle size
 // limit, so a huge file in the directory costs nothing.
-func (d DirSource) Assignments(ctx context.Context) ([]Assignment, []Problem, error) {
+func (d *DirSource) Assignments(ctx context.Context) ([]Assignment, []Problem, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cache == nil {
+		d.cache = map[string]dirEntry{}
+	}
+	seen := map[string]bool{}
 	entries, err := os.ReadDir(d.Dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read the patch directory %s: %w (create it, or pass --patch-dir)", d.Dir, err)
@@ -58,12 +83,30 @@ func (d DirSource) Assignments(ctx context.Context) ([]Assignment, []Problem, er
 			continue // partly copied files are usually dot-named; others are not bundles
 		}
 		path := filepath.Join(d.Dir, name)
-		a, err := readBundle(path)
+		seen[path] = true
+		var key dirEntry
+		if fi, err := e.Info(); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				key = dirEntry{ino: st.Ino, size: uint64(st.Size), mtime: st.Mtim.Nano()}
+			}
+		}
+		c, ok := d.cache[path]
+		if !ok || c.ino != key.ino || c.size != key.size || c.mtime != key.mtime || key.ino == 0 {
+			key.a, key.err = readBundle(path)
+			d.cache[path] = key
+			c = key
+		}
+		a, err := c.a, c.err
 		if err != nil {
 			probs = append(probs, Problem{Origin: path, Error: err.Error()})
 			continue
 		}
 		out = append(out, a)
+	}
+	for path := range d.cache {
+		if !seen[path] {
+			delete(d.cache, path)
+		}
 	}
 	return out, probs, nil
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -452,6 +451,9 @@ func (a *Agent) failed(pid int, start uint64, patchID, bundleSHA string, err err
 	if !perm && retryAt.After(now) {
 		a.sched.at(pid, retryAt)
 	}
+	if !perm && !errors.Is(err, livepatch.ErrBusy) {
+		a.recheckReadiness()
+	}
 }
 
 // forget drops a process that is gone.
@@ -465,8 +467,25 @@ func (a *Agent) forget(pid int) {
 	delete(a.views, pid)
 }
 
-// processGone tells whether pid no longer names a process.
-func processGone(pid int) bool {
-	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
-	return errors.Is(err, fs.ErrNotExist)
+// readinessRecheckGap: a failure that is not the target's own (busy,
+// another build) may mean the device changed (a sysctl, a lost capability),
+// so readiness is checked again, at most this often.
+const readinessRecheckGap = time.Minute
+
+func (a *Agent) recheckReadiness() {
+	a.mu.Lock()
+	if time.Since(a.ready.At) < readinessRecheckGap || a.rechecking {
+		a.mu.Unlock()
+		return
+	}
+	a.rechecking = true
+	a.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		a.checkReadiness(ctx)
+		a.mu.Lock()
+		a.rechecking = false
+		a.mu.Unlock()
+	}()
 }

@@ -63,7 +63,11 @@ func (a *Agent) onExec(ev procwatch.Event) {
 	v := &procView{pid: ev.Pid, status: StatePending, execAt: ev.Time, patches: map[string]time.Time{}}
 	a.views[ev.Pid] = v
 	a.mu.Unlock()
-	for _, d := range execRechecks {
+	checks := execRechecks
+	if a.opens != nil {
+		checks = execRechecksWithOpens
+	}
+	for _, d := range checks {
 		a.sched.at(ev.Pid, ev.Time.Add(d))
 	}
 }
@@ -226,6 +230,12 @@ func (a *Agent) requestSweep(t time.Time) {
 // patches (or a withdrawn patch patched). Build-ids are cached per file
 // identity, so the many opens of common libraries cost one stat each.
 func (a *Agent) affectedFile(path string) bool {
+	// Shared libraries are named *.so or *.so.N; executables reach the
+	// agent through exec events. Other opens in library directories (a
+	// compiler reading headers, a shell reading scripts) cost nothing more.
+	if !strings.Contains(filepath.Base(path), ".so") {
+		return false
+	}
 	fi, err := os.Stat(path)
 	if err != nil || !fi.Mode().IsRegular() {
 		return false

@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -225,15 +226,30 @@ func Apply(ctx context.Context, pid int, b *bundle.Bundle, opts Options) (Result
 	if err := b.Validate(); err != nil {
 		return res, wrap(fmt.Errorf("%w: %w", bundle.ErrMalformed, err))
 	}
+	// Where an apply's time goes, for the debug log: a new process waits
+	// for all of it, not only for the pause.
+	var steps []any
+	last := time.Now()
+	mark := func(name string) {
+		now := time.Now()
+		steps = append(steps, name, now.Sub(last))
+		last = now
+	}
 	s, err := attach(ctx, pid, opts)
 	if err != nil {
 		return res, wrap(err)
 	}
-	defer s.close()
+	defer func() {
+		s.close()
+		mark("detach")
+		s.log.Debug("apply steps", append([]any{"pid", pid, "patch", b.ID}, steps...)...)
+	}()
+	mark("attach")
 	plans, err := s.matchModules(b)
 	if err != nil {
 		return res, wrap(err)
 	}
+	mark("modules")
 	res.Recovered, err = s.recover()
 	if err != nil {
 		return res, wrap(fmt.Errorf("finish what an earlier run left: %w", err))
@@ -246,6 +262,7 @@ func Apply(ctx context.Context, pid int, b *bundle.Bundle, opts Options) (Result
 	if err != nil {
 		return res, wrap(err)
 	}
+	mark("regions")
 	if len(plans) == 0 {
 		res.AlreadyApplied = true
 		return res, nil
@@ -255,9 +272,11 @@ func Apply(ctx context.Context, pid int, b *bundle.Bundle, opts Options) (Result
 			return res, wrap(err)
 		}
 	}
+	mark("check")
 	if err := s.prepare(b, plans); err != nil {
 		return res, wrap(err)
 	}
+	mark("prepare")
 	s.opts.failpoint("prepared")
 	// The stop, the scan, the writes and the resume run on the tracer's
 	// thread as one sequence, so no thread hand-over lengthens the pause.
@@ -270,6 +289,7 @@ func Apply(ctx context.Context, pid int, b *bundle.Bundle, opts Options) (Result
 		}
 		return res, wrap(err)
 	}
+	mark("switch")
 	s.opts.failpoint("applied")
 	for _, p := range plans {
 		for _, sp := range p.sites {
@@ -524,18 +544,28 @@ func (s *session) writeHeader(enc []byte, addr uint64) error {
 // either by the original anonymous pages (header intact) or by fresh zero
 // pages that need the header again; the caller checks the magic to tell.
 func (s *session) nameRegion(addr, size, nameAt uint64) {
-	_, err := s.remote(syscall.SYS_PRCTL, prSetVMA, prSetVMAAnonName, addr, size, nameAt)
-	if err == nil {
-		return
-	}
-	if !errors.Is(err, syscall.EINVAL) {
-		s.log.Info("region left unnamed", "pid", s.pid, "addr", addr, "err", err)
-		return
+	if !noAnonNames.Load() {
+		_, err := s.remote(syscall.SYS_PRCTL, prSetVMA, prSetVMAAnonName, addr, size, nameAt)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, syscall.EINVAL) {
+			s.log.Info("region left unnamed", "pid", s.pid, "addr", addr, "err", err)
+			return
+		}
+		// The kernel has no anonymous mapping names; it will not gain
+		// them while hotfleet runs, and every remote call costs a few
+		// hundred microseconds of the target's time.
+		noAnonNames.Store(true)
 	}
 	if err := s.backByMemfd(addr, size, nameAt); err != nil {
 		s.log.Info("region left unnamed", "pid", s.pid, "addr", addr, "err", err)
 	}
 }
+
+// noAnonNames memoises that the kernel refused to name an anonymous mapping
+// (CONFIG_ANON_VMA_NAME unset, or older than 5.17).
+var noAnonNames atomic.Bool
 
 // backByMemfd replaces the anonymous pages of [addr, addr+size) by a private
 // R-X mapping of a new memfd named after the string at nameAt, so that

@@ -1,0 +1,116 @@
+package agent
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"hotfleet/internal/bundle"
+)
+
+func asg(id string, level uint32, mods ...string) Assignment {
+	b := &bundle.Bundle{ID: id, Level: level}
+	for _, m := range mods {
+		b.Modules = append(b.Modules, bundle.Module{BuildID: bundle.HexBytes(m), Name: "lib" + m})
+	}
+	return Assignment{Bundle: b, SHA256: id, Origin: id + ".hfp"}
+}
+
+// For each module the highest level wins; equal levels of two patches for
+// one module are a problem, reported, and resolved the same way on every
+// device.
+func TestPlanPicksNewestLevel(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      []Assignment
+		want    map[string]string // module (as hex of its bytes) → winning patch id
+		problem string
+	}{
+		{"one", []Assignment{asg("a", 1, "x")}, map[string]string{"78": "a"}, ""},
+		{"higher level wins", []Assignment{asg("a", 1, "x"), asg("b", 2, "x")}, map[string]string{"78": "b"}, ""},
+		{"order does not matter", []Assignment{asg("b", 2, "x"), asg("a", 1, "x")}, map[string]string{"78": "b"}, ""},
+		{"per module", []Assignment{asg("a", 3, "x", "y"), asg("b", 2, "x")}, map[string]string{"78": "a", "79": "a"}, ""},
+		{"split", []Assignment{asg("a", 1, "x", "y"), asg("b", 2, "y")}, map[string]string{"78": "a", "79": "b"}, ""},
+		{"same level conflicts", []Assignment{asg("b", 1, "x"), asg("a", 1, "x")}, map[string]string{"78": "a"}, "both hold level 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, probs := newPlan(tc.in)
+			for mod, id := range tc.want {
+				if got := p.byModule[mod]; got == nil || got.Bundle.ID != id {
+					t.Errorf("module %s: got %v, want %s", mod, got, id)
+				}
+			}
+			if len(p.byModule) != len(tc.want) {
+				t.Errorf("%d modules planned, want %d", len(p.byModule), len(tc.want))
+			}
+			switch {
+			case tc.problem == "" && len(probs) > 0:
+				t.Errorf("unexpected problems: %v", probs)
+			case tc.problem != "" && (len(probs) != 1 || !strings.Contains(probs[0].Error, tc.problem)):
+				t.Errorf("problems %v, want one saying %q", probs, tc.problem)
+			}
+		})
+	}
+}
+
+// The scheduler never hands one pid to two workers at once, and runs a pid
+// that came due while it was worked on right after.
+func TestSchedulerOnePidAtATime(t *testing.T) {
+	s := newScheduler()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.run(ctx)
+	now := time.Now()
+	s.at(7, now)
+	if got := <-s.work; got != 7 {
+		t.Fatalf("got pid %d, want 7", got)
+	}
+	s.at(7, now) // due again while running
+	s.at(8, now.Add(20*time.Millisecond))
+	select {
+	case got := <-s.work:
+		if got == 7 {
+			t.Fatal("pid 7 handed out twice at once")
+		}
+		if got != 8 {
+			t.Fatalf("got pid %d, want 8", got)
+		}
+		s.done(8)
+	case <-time.After(5 * time.Second):
+		t.Fatal("pid 8 was never handed out")
+	}
+	s.done(7)
+	select {
+	case got := <-s.work:
+		if got != 7 {
+			t.Fatalf("got pid %d, want 7 again", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("pid 7, due while it ran, was not run again")
+	}
+}
+
+// Work beyond the burst is paced to the CPU share.
+func TestBudgetPaces(t *testing.T) {
+	b := newBudget(0.5)
+	burn := func(d time.Duration) {
+		start := processCPU()
+		for processCPU()-start < d {
+		}
+	}
+	t0 := time.Now()
+	b.wait(context.Background())
+	if d := time.Since(t0); d > 50*time.Millisecond {
+		t.Fatalf("the first work waited %s: a burst must be free", d)
+	}
+	// 800 ms of CPU burnt in about 800 ms of wall time earns 400 ms at
+	// half a core; with the 200 ms burst that is 200 ms short, which takes
+	// 400 ms of waiting to earn.
+	burn(4 * budgetBurst)
+	t0 = time.Now()
+	b.wait(context.Background())
+	if d := time.Since(t0); d < 50*time.Millisecond {
+		t.Errorf("work past the budget went on after %s", d)
+	}
+}
