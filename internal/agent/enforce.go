@@ -186,6 +186,17 @@ func (a *Agent) check(ctx context.Context, pid int) {
 		return
 	}
 	need := pl.forModules(ids)
+	// The directory an affected module was loaded from is where the next
+	// process will load it from: watch it, so that process is caught at
+	// the open, not at a later recheck.
+	dirs := map[string]bool{}
+	for _, m := range p.Modules {
+		if pl.byModule[m.BuildID] != nil {
+			if d := libDir(&p, m.Path); !a.watched[d] {
+				dirs[d] = true
+			}
+		}
+	}
 	var withdrawn []string
 	seen := map[string]bool{}
 	for _, id := range ids {
@@ -197,6 +208,9 @@ func (a *Agent) check(ctx context.Context, pid int) {
 		}
 	}
 	a.mu.Unlock()
+	if len(dirs) > 0 {
+		a.watchDirs(dirs)
+	}
 
 	applied, err := livepatch.Status(ctx, pid)
 	if err != nil {

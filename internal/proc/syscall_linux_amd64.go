@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -389,6 +390,10 @@ func (t *Tracer) findGadgets() (*gadgets, error) {
 	if err != nil {
 		return nil, err
 	}
+	if g := hintedGadgets(t.mem, maps); g != nil {
+		t.gadgets = g
+		return g, nil
+	}
 	rank := func(m Mapping) int {
 		base := m.Name()
 		if i := strings.LastIndexByte(base, '/'); i >= 0 {
@@ -447,7 +452,81 @@ func (t *Tracer) findGadgets() (*gadgets, error) {
 		return nil, fmt.Errorf("no `syscall; ret` instruction pair in any executable mapping; remote system calls are impossible in this process")
 	}
 	t.gadgets = g
+	rememberGadgets(maps, g)
 	return g, nil
+}
+
+// gadgetHints remembers where the gadgets were found last, as a place in a
+// file (or in the vDSO): every process maps the same vDSO, loader and libc,
+// and a search reads up to megabytes of the target, the first remote call's
+// biggest cost (about a millisecond for a process that just started). A hint
+// is used only after the bytes at it in this process are checked, so a
+// wrong hint costs a search, never a wrong call.
+var gadgetHints struct {
+	sync.Mutex
+	syscallRet, sigreturn gadgetHint
+	g2                    []byte
+}
+
+// gadgetHint is a place in a mapped file: the vDSO by its name, a file by
+// device and inode.
+type gadgetHint struct {
+	path       string
+	dev        string
+	inode      uint64
+	fileOffset uint64
+}
+
+func hintFor(maps []Mapping, addr uint64) gadgetHint {
+	for _, m := range maps {
+		if addr >= m.Start && addr < m.End && (m.Inode != 0 || m.Path == "[vdso]") {
+			return gadgetHint{path: m.Path, dev: m.Dev, inode: m.Inode, fileOffset: m.Offset + addr - m.Start}
+		}
+	}
+	return gadgetHint{}
+}
+
+func (h gadgetHint) resolve(maps []Mapping) uint64 {
+	if h.path == "" {
+		return 0
+	}
+	for _, m := range maps {
+		if !m.Exec() || m.Inode != h.inode || m.Dev != h.dev || (m.Inode == 0 && m.Path != h.path) {
+			continue
+		}
+		if h.fileOffset >= m.Offset && h.fileOffset < m.Offset+(m.End-m.Start) {
+			return m.Start + h.fileOffset - m.Offset
+		}
+	}
+	return 0
+}
+
+func rememberGadgets(maps []Mapping, g *gadgets) {
+	gadgetHints.Lock()
+	defer gadgetHints.Unlock()
+	gadgetHints.syscallRet = hintFor(maps, g.syscallRet)
+	gadgetHints.sigreturn, gadgetHints.g2 = gadgetHint{}, nil
+	if g.sigreturn != 0 {
+		gadgetHints.sigreturn, gadgetHints.g2 = hintFor(maps, g.sigreturn), g.g2
+	}
+}
+
+// hintedGadgets returns the gadgets at the remembered places when both are
+// mapped in this process and hold the right bytes; nil means search.
+func hintedGadgets(mem *Mem, maps []Mapping) *gadgets {
+	gadgetHints.Lock()
+	h1, h2, g2 := gadgetHints.syscallRet, gadgetHints.sigreturn, gadgetHints.g2
+	gadgetHints.Unlock()
+	a1, a2 := h1.resolve(maps), h2.resolve(maps)
+	if a1 == 0 || a2 == 0 {
+		return nil
+	}
+	var b1 [3]byte
+	b2 := make([]byte, len(g2))
+	if mem.ReadAt(b1[:], a1) != nil || !bytes.Equal(b1[:], syscallRet) || mem.ReadAt(b2, a2) != nil || !bytes.Equal(b2, g2) {
+		return nil
+	}
+	return &gadgets{syscallRet: a1, sigreturn: a2, g2: g2}
 }
 
 // writeRestoreFrame writes below th's red zone an rt_sigframe (and the XSAVE

@@ -358,3 +358,58 @@ func TestSyscallAbandoned(t *testing.T) {
 	tg.waitProgress(b+1, s+1)
 	tg.finish()
 }
+
+// Gadgets found in one process are looked for at the same place in the
+// next; a remembered place whose bytes are wrong in this process is not
+// used: the search runs again and the call still works.
+func TestGadgetHints(t *testing.T) {
+	testenv.NeedRoot(t)
+	ctx := context.Background()
+	call := func() {
+		t.Helper()
+		tg := startTarget(t, targetBin(t), "1")
+		tr := attach(t, tg.pid)
+		if _, err := tr.StopOne(ctx); err != nil {
+			t.Fatal(err)
+		}
+		pid, err := tr.Syscall(ctx, unix.SYS_GETPID)
+		if err != nil || int(pid) != tg.pid {
+			t.Fatalf("remote getpid = %d, %v; want %d", pid, err, tg.pid)
+		}
+	}
+	call()
+	gadgetHints.Lock()
+	h := gadgetHints.syscallRet
+	gadgetHints.Unlock()
+	if h.path == "" {
+		t.Fatal("no place remembered after a search")
+	}
+	tg := startTarget(t, targetBin(t), "1")
+	maps, err := ReadMaps(tg.pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := OpenMem(tg.pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	g := hintedGadgets(mem, maps)
+	if g == nil {
+		t.Fatal("the remembered places were not found in a second process of the same program")
+	}
+	// Point the hint one byte off: the bytes there are not `syscall; ret`.
+	gadgetHints.Lock()
+	gadgetHints.syscallRet.fileOffset++
+	gadgetHints.Unlock()
+	if hintedGadgets(mem, maps) != nil {
+		t.Fatal("a hint whose bytes are wrong was used")
+	}
+	call()
+	gadgetHints.Lock()
+	fixed := gadgetHints.syscallRet == h
+	gadgetHints.Unlock()
+	if !fixed {
+		t.Error("the search after a wrong hint did not remember the right place")
+	}
+}
