@@ -75,19 +75,26 @@ run make -s -C src clean
 run make -s -C src
 cp src/sample-server sample-server
 
+# start_server starts a sample server logging to $1 and sets server_pid and
+# port once it listens.
+start_server() {
+	local log=$1
+	: >"$log"
+	./sample-server >"$log" 2>&1 &
+	server_pid=$!
+	port=""
+	for _ in $(seq $((start_timeout * 10))); do
+		port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log")
+		[ -n "$port" ] && break
+		kill -0 "$server_pid" 2>/dev/null || die "the sample server exited: $(cat "$log")"
+		sleep 0.1
+	done
+	[ -n "$port" ] || die "the sample server did not start within ${start_timeout}s: $(cat "$log")"
+	cat "$log"
+}
+
 step "Start the sample server"
-: >server.log
-./sample-server >server.log 2>&1 &
-server_pid=$!
-port=""
-for _ in $(seq $((start_timeout * 10))); do
-	port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' server.log)
-	[ -n "$port" ] && break
-	kill -0 "$server_pid" 2>/dev/null || die "the sample server exited: $(cat server.log)"
-	sleep 0.1
-done
-[ -n "$port" ] || die "the sample server did not start within ${start_timeout}s: $(cat server.log)"
-cat server.log
+start_server server.log
 
 # ask sends one request line to the server and prints its answer.
 ask() {
@@ -159,16 +166,7 @@ requests "403 Forbidden"
 
 step "A server started now is patched as it starts"
 old_pid=$server_pid
-./sample-server >server2.log 2>&1 &
-server_pid=$!
-port=""
-for _ in $(seq $((start_timeout * 10))); do
-	port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' server2.log)
-	[ -n "$port" ] && break
-	sleep 0.1
-done
-[ -n "$port" ] || die "the second server did not start: $(cat server2.log)"
-cat server2.log
+start_server server2.log
 requests "403 Forbidden"
 
 step "What the agent says"

@@ -67,7 +67,7 @@ func buildPrograms(t testing.TB) *programs {
 	p.target = testenv.CC(t, filepath.Join(dir, "target"), "-O0", "testdata/target.c",
 		"-L"+dir, "-lfix", "-Wl,-rpath,"+dir, "-ldl")
 	p.short = testenv.CC(t, filepath.Join(dir, "short"), "-O0", "testdata/short.c")
-	p.shortLib = testenv.CC(t, filepath.Join(dir, "shortlib"), "-O0", "testdata/shortlib.c", "-L"+dir, "-lfix", "-Wl,-rpath,"+dir)
+	p.shortLib = testenv.CC(t, filepath.Join(dir, "shortlib"), "-O0", "-DLIB", "testdata/short.c", "-L"+dir, "-lfix", "-Wl,-rpath,"+dir)
 	return p
 }
 

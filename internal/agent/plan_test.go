@@ -91,26 +91,41 @@ func TestSchedulerOnePidAtATime(t *testing.T) {
 	}
 }
 
-// Work beyond the burst is paced to the CPU share.
+// Work beyond the burst is paced to the CPU share: the wait is what it takes
+// at that share to earn back what was spent over the burst.
 func TestBudgetPaces(t *testing.T) {
+	var wall time.Time
+	var cpu, slept time.Duration
 	b := newBudget(0.5)
-	burn := func(d time.Duration) {
-		start := processCPU()
-		for processCPU()-start < d {
-		}
-	}
-	t0 := time.Now()
+	b.now = func() time.Time { return wall }
+	b.cpuClock = func() time.Duration { return cpu }
+	b.sleep = func(_ context.Context, d time.Duration) { slept += d; wall = wall.Add(d) }
+	b.last, b.cpu = wall, cpu
+
 	b.wait(context.Background())
-	if d := time.Since(t0); d > 50*time.Millisecond {
-		t.Fatalf("the first work waited %s: a burst must be free", d)
+	if slept != 0 {
+		t.Fatalf("the first work waited %s: a burst must be free", slept)
 	}
-	// 800 ms of CPU burnt in about 800 ms of wall time earns 400 ms at
-	// half a core; with the 200 ms burst that is 200 ms short, which takes
-	// 400 ms of waiting to earn.
-	burn(4 * budgetBurst)
-	t0 = time.Now()
+	// 800 ms of CPU in 800 ms of wall time earns 400 ms at half a core; with
+	// the 200 ms burst that is 200 ms short: 400 ms of waiting earns it.
+	cpu += 800 * time.Millisecond
+	wall = wall.Add(800 * time.Millisecond)
 	b.wait(context.Background())
-	if d := time.Since(t0); d < 50*time.Millisecond {
-		t.Errorf("work past the budget went on after %s", d)
+	if slept < 390*time.Millisecond || slept > 410*time.Millisecond {
+		t.Errorf("waited %s after spending 200 ms over the budget at half a core, want 400ms", slept)
+	}
+	// Idle time refills the burst, and no more.
+	slept = 0
+	wall = wall.Add(time.Hour)
+	b.wait(context.Background())
+	cpu += budgetBurst
+	b.wait(context.Background())
+	if slept != 0 {
+		t.Errorf("work within a refilled burst waited %s", slept)
+	}
+	cpu += 100 * time.Millisecond
+	b.wait(context.Background())
+	if slept < 190*time.Millisecond || slept > 210*time.Millisecond {
+		t.Errorf("after an hour idle the burst held more than %s: waited %s, want 200ms", budgetBurst, slept)
 	}
 }

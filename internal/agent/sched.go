@@ -132,20 +132,33 @@ type budget struct {
 	tokens time.Duration
 	last   time.Time
 	cpu    time.Duration
+	// The clocks, replaced by tests.
+	now      func() time.Time
+	cpuClock func() time.Duration
+	sleep    func(ctx context.Context, d time.Duration)
 }
 
 // budgetBurst is the CPU time a burst of work may use before pacing starts.
 const budgetBurst = 200 * time.Millisecond
 
 func newBudget(share float64) *budget {
-	return &budget{share: share, tokens: budgetBurst, last: time.Now(), cpu: processCPU()}
+	b := &budget{share: share, tokens: budgetBurst, now: time.Now, cpuClock: processCPU, sleep: sleepCtx}
+	b.last, b.cpu = b.now(), b.cpuClock()
+	return b
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
 }
 
 // wait blocks until the budget allows more work.
 func (b *budget) wait(ctx context.Context) {
 	for {
 		b.mu.Lock()
-		now, cpu := time.Now(), processCPU()
+		now, cpu := b.now(), b.cpuClock()
 		b.tokens += time.Duration(float64(now.Sub(b.last)) * b.share)
 		b.tokens -= cpu - b.cpu
 		b.tokens = min(b.tokens, budgetBurst)
@@ -155,12 +168,10 @@ func (b *budget) wait(ctx context.Context) {
 		if short <= 0 {
 			return
 		}
-		sleep := time.Duration(float64(short) / b.share)
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return
-		case <-time.After(min(sleep, time.Second)):
 		}
+		b.sleep(ctx, min(time.Duration(float64(short)/b.share), time.Second))
 	}
 }
 

@@ -77,6 +77,10 @@ func WriteFile(path string, data []byte, perm os.FileMode) error {
 			os.Remove(tmp)
 		}
 	}()
+	// The mode is what the caller asked for, whatever the umask.
+	if err := f.Chmod(perm); err != nil {
+		return fmt.Errorf("replace %s: %w", path, err)
+	}
 	if _, err := f.Write(data); err != nil {
 		return fmt.Errorf("replace %s: write %d bytes to %s: %w (is the disk full?)", path, len(data), tmp, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"hotfleet/internal/proc"
 )
 
 const (
@@ -20,8 +22,7 @@ const (
 	// 64 with --build-id=0x...; anything longer is not a build-id.
 	maxBuildID = 64
 
-	ptNote       = 4
-	ntGNUBuildID = 3
+	ptNote = 4
 )
 
 // errNotELF means a mapped file is not an ELF image (a locale archive, a
@@ -108,40 +109,10 @@ func readELFIdent(r io.ReaderAt) (elfIdent, error) {
 		if _, err := r.ReadAt(note, int64(off)); err != nil {
 			continue // a note past the end of a truncated file is no build-id
 		}
-		if b := findBuildID(note, align, bo); b != nil {
+		if b := proc.BuildIDNote(note, align, bo); b != nil {
 			id.buildID = hex.EncodeToString(b)
 			return id, nil
 		}
 	}
 	return id, nil
-}
-
-// findBuildID walks the notes of one PT_NOTE segment. Entries are padded to
-// the segment's alignment: 4, or 8 for segments that hold gnu.property notes.
-func findBuildID(b []byte, align uint64, bo binary.ByteOrder) []byte {
-	pad := uint64(4)
-	if align == 8 {
-		pad = 8
-	}
-	up := func(n uint64) uint64 { return (n + pad - 1) &^ (pad - 1) }
-	for len(b) >= 12 {
-		namesz, descsz, typ := uint64(bo.Uint32(b)), uint64(bo.Uint32(b[4:])), bo.Uint32(b[8:])
-		if namesz > uint64(len(b))-12 {
-			return nil
-		}
-		name := b[12 : 12+namesz]
-		descOff := 12 + up(namesz)
-		if descOff > uint64(len(b)) || descsz > uint64(len(b))-descOff {
-			return nil
-		}
-		if typ == ntGNUBuildID && bytes.Equal(name, []byte("GNU\x00")) && descsz > 0 && descsz <= maxBuildID {
-			return b[descOff : descOff+descsz]
-		}
-		next := descOff + up(descsz)
-		if next > uint64(len(b)) {
-			return nil
-		}
-		b = b[next:]
-	}
-	return nil
 }

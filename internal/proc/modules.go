@@ -158,17 +158,23 @@ func readModule(mem *Mem, m Mapping) (Module, uint64, error) {
 	return mod, imageEnd, nil
 }
 
-// findBuildID walks the notes of one PT_NOTE segment. Entries are padded to
-// the segment's alignment (4, or 8 for segments holding gnu.property notes).
+// findBuildID walks the notes of one PT_NOTE segment of a little-endian
+// module (the targets hotfleet patches).
 func findBuildID(b []byte, align uint64) []byte {
+	return BuildIDNote(b, align, binary.LittleEndian)
+}
+
+// BuildIDNote returns a copy of the GNU build-id in the notes of one PT_NOTE
+// segment, or nil. Entries are padded to the segment's alignment (4, or 8 for
+// segments holding gnu.property notes); the notes are untrusted input.
+func BuildIDNote(b []byte, align uint64, bo binary.ByteOrder) []byte {
 	pad := uint64(4)
 	if align == 8 {
 		pad = 8
 	}
 	up := func(n uint64) uint64 { return (n + pad - 1) &^ (pad - 1) }
-	le := binary.LittleEndian
 	for len(b) >= 12 {
-		namesz, descsz, typ := uint64(le.Uint32(b)), uint64(le.Uint32(b[4:])), le.Uint32(b[8:])
+		namesz, descsz, typ := uint64(bo.Uint32(b)), uint64(bo.Uint32(b[4:])), bo.Uint32(b[8:])
 		if namesz > uint64(len(b))-12 {
 			return nil
 		}
