@@ -68,7 +68,7 @@ type Process struct {
 	Comm, Exe string
 	UID       int    // effective user id, as ps shows it
 	MountNS   uint64 // inode of /proc/PID/ns/mnt
-	Container bool   // its mount namespace differs from the agent's
+	Container bool   // its mount namespace differs from the host's (init's, else the agent's)
 	Modules   []Module
 }
 
@@ -153,9 +153,15 @@ func NewScanner(opts Options) *Scanner {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	// The host's mount namespace is init's. An agent sandboxed by systemd
+	// (ProtectSystem=, PrivateTmp=) runs in a namespace of its own, and
+	// comparing with that would make every process a container; where
+	// init's cannot be read, the agent's own is the best guess.
 	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/mnt", &st); err != nil {
-		s.log.Warn("inventory: cannot read the agent's mount namespace; every process will be treated as a container and get no package names",
+	if err := unix.Stat("/proc/1/ns/mnt", &st); err == nil {
+		s.selfNS = st.Ino
+	} else if err := unix.Stat("/proc/self/ns/mnt", &st); err != nil {
+		s.log.Warn("inventory: cannot read the host's mount namespace; every process will be treated as a container and get no package names",
 			"err", err)
 	} else {
 		s.selfNS = st.Ino
