@@ -72,7 +72,8 @@ type Forecast struct {
 // hot patch takes seconds, so a device counts as compliant at that check-in;
 // for a baseline release this is when the device learns of it, and restarts
 // within windows and deadlines come after and are not modelled. Devices
-// never seen, or in a ring held by a pause, are never compliant in the curve.
+// never seen, in a ring held by a pause, or in a ring the schedule lacks, are
+// never compliant in the curve.
 func ForecastRelease(s Schedule, devices []DeviceHistory, now time.Time) Forecast {
 	var f Forecast
 	var offsets []time.Duration

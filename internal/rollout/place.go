@@ -3,6 +3,7 @@ package rollout
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"maps"
 	"slices"
 )
@@ -26,19 +27,21 @@ type Overrides struct {
 	Labels []LabelRule
 }
 
-// Validate checks that every pin and label rule names a ring in rs.
+// Validate checks that every pin and label rule names a ring in rs, so that
+// an admin learns of a typo when saving it rather than by a device landing
+// in a hash-placed ring.
 func (o Overrides) Validate(rs Rings) error {
 	for _, dev := range slices.Sorted(maps.Keys(o.Pins)) {
 		if ring := o.Pins[dev]; rs.Index(ring) < 0 {
-			return &ConfigError{Index: -1, Field: "pins", Reason: "device " + dev + " is pinned to ring " + quote(ring) + ", which does not exist; pin it to an existing ring"}
+			return fmt.Errorf("ring overrides: device %s is pinned to ring %q, which does not exist; pin it to one of %s", dev, ring, rs.names())
 		}
 	}
 	for i, l := range o.Labels {
 		if l.Label == "" {
-			return &ConfigError{Index: -1, Field: "labels", Reason: "rule " + itoa(i+1) + " has an empty label"}
+			return fmt.Errorf("ring overrides: label rule %d has an empty label; give the label it matches", i+1)
 		}
 		if rs.Index(l.Ring) < 0 {
-			return &ConfigError{Index: -1, Field: "labels", Reason: "rule " + itoa(i+1) + " (" + l.Label + ") names ring " + quote(l.Ring) + ", which does not exist"}
+			return fmt.Errorf("ring overrides: label rule %d (%s) names ring %q, which does not exist; use one of %s", i+1, l.Label, l.Ring, rs.names())
 		}
 	}
 	return nil

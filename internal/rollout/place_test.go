@@ -3,6 +3,7 @@ package rollout
 import (
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -134,10 +135,12 @@ func TestPlaceOverrides(t *testing.T) {
 			t.Errorf("Place(%s, %v) = %+v, want ring %s by %s", tc.id, tc.labels, p, tc.ring, tc.by)
 		}
 	}
-	if err := o.Validate(rs); err == nil {
-		t.Error("Overrides.Validate accepted a pin to a missing ring")
-	} else {
-		t.Log(err)
+	if err := o.Validate(rs); err == nil || !strings.Contains(err.Error(), `device gone is pinned to ring "Nope"`) {
+		t.Errorf("Overrides.Validate = %v, want the pin of gone to missing ring Nope refused", err)
+	}
+	o.Pins = nil
+	if err := o.Validate(rs); err == nil || !strings.Contains(err.Error(), `label rule 3 (dangling) names ring "Nope"`) {
+		t.Errorf("Overrides.Validate = %v, want label rule 3 refused", err)
 	}
 	good := Overrides{Pins: map[string]string{"db-1": "Last"}, Labels: []LabelRule{{"env=lab", "Test"}}}
 	if err := good.Validate(rs); err != nil {

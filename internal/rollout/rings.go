@@ -231,5 +231,10 @@ func EncodeRings(rs Rings) ([]byte, error) {
 	return json.MarshalIndent(out, "", "  ")
 }
 
-func quote(s string) string { return fmt.Sprintf("%q", s) }
-func itoa(i int) string     { return fmt.Sprint(i) }
+func (rs Rings) names() string {
+	names := make([]string, len(rs))
+	for i, r := range rs {
+		names[i] = r.Name
+	}
+	return strings.Join(names, ", ")
+}

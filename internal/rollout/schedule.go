@@ -1,6 +1,9 @@
 package rollout
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Kind is what applying a release takes.
 type Kind string
@@ -24,7 +27,7 @@ type Pause struct {
 }
 
 func (p Pause) covers(ring string, t time.Time) bool {
-	return (p.Ring == "" || p.Ring == ring) && !t.Before(p.From) && (p.Until.IsZero() || t.Before(p.Until))
+	return (p.Ring == "" || strings.EqualFold(p.Ring, ring)) && !t.Before(p.From) && (p.Until.IsZero() || t.Before(p.Until))
 }
 
 // Release is what the schedule of a release depends on.
@@ -58,10 +61,11 @@ type Schedule struct {
 	Rings     []RingSchedule
 }
 
-// Ring returns the schedule of the named ring.
+// Ring returns the schedule of the named ring (names match without case,
+// as in Rings.Index).
 func (s Schedule) Ring(name string) (RingSchedule, bool) {
 	for _, r := range s.Rings {
-		if r.Ring == name {
+		if strings.EqualFold(r.Ring, name) {
 			return r, true
 		}
 	}

@@ -43,10 +43,10 @@ func ValidateWindows(ws []Window) error {
 
 // NextWindow returns the maintenance window in progress at now, or else the
 // next one to begin: start <= now < end means a baseline release may be
-// applied now. Windows are read in loc (from time.LoadLocation). A start that
-// falls in a spring-forward gap moves forward by the gap (02:30 becomes
-// 03:30); a start repeated by a fall-back is its first occurrence. Overlapping
-// windows are not merged. With no windows both results are zero.
+// applied now. Windows are read in loc (from time.LoadLocation; not nil). A
+// start that falls in a spring-forward gap moves forward by the gap (02:30
+// becomes 03:30); a start repeated by a fall-back is its first occurrence.
+// Overlapping windows are not merged. With no windows both results are zero.
 func NextWindow(now time.Time, ws []Window, loc *time.Location) (start, end time.Time) {
 	local := now.In(loc)
 	y, m, d := local.Date()
