@@ -4,6 +4,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	// Tests need Europe/Berlin and America/New_York even on a machine
+	// without the tzdata package; the server binary must embed it too.
+	_ "time/tzdata"
 )
 
 func mustLoad(t *testing.T, name string) *time.Location {
