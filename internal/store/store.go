@@ -108,6 +108,9 @@ func connect(ctx context.Context, dsn string, log *slog.Logger) (*Store, error) 
 		if path == "" {
 			return nil, errors.New("open SQLite: empty path; give a file path such as /var/lib/hotfleet/server.db")
 		}
+		if strings.ContainsAny(path, "?#") {
+			return nil, fmt.Errorf("open SQLite %q: the path must not contain '?' or '#'; rename the file", path)
+		}
 		s.dialect = SQLite
 		// _txlock=immediate takes the write lock at BEGIN, so a transaction
 		// never fails half-way when upgrading from a read lock.

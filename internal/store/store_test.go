@@ -43,7 +43,10 @@ func testLog(t *testing.T) *slog.Logger {
 
 type tWriter struct{ t *testing.T }
 
-func (w tWriter) Write(p []byte) (int, error) { w.t.Log(strings.TrimSpace(string(p))); return len(p), nil }
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
 
 func openT(t *testing.T, dsn string) *Store {
 	t.Helper()
@@ -61,7 +64,7 @@ type fakeClock struct {
 	t  time.Time
 }
 
-func (c *fakeClock) now() time.Time       { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 func key(i int) []byte { return []byte(fmt.Sprintf("ed25519-public-key-%04d", i)) }
@@ -530,6 +533,48 @@ func TestTwoReplicas(t *testing.T) {
 		if c, err := b.Counts(ctx, r.ID); err != nil || fmt.Sprint(c) != "map[Fast:map[applied:1]]" {
 			t.Fatalf("replica b counts %v, %v after replica a's update", c, err)
 		}
+
+		// Both replicas write the same release's states at once (on SQLite
+		// two writers on one file: the busy timeout serializes them).
+		const perReplica = 10
+		var devs []int64
+		for i := range 2 * perReplica {
+			dv, err := a.CreateDevice(ctx, NewDevice{PublicKey: key(1000 + i)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			devs = append(devs, dv.ID)
+		}
+		var wg2 sync.WaitGroup
+		errs := make(chan error, 4*len(devs))
+		for w, st := range []*Store{a, b, a, b} {
+			wg2.Go(func() {
+				for i, id := range devs {
+					state := []string{"assigned", "applied", "failed"}[(i+w)%3]
+					if err := st.SetDeviceReleaseState(ctx, id, r.ID, "Broad", state, ""); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg2.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		c, err := a.Counts(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var broad int64
+		for _, n := range c["Broad"] {
+			broad += n
+		}
+		if broad != int64(len(devs)) || c["Fast"]["applied"] != 1 {
+			t.Fatalf("after both replicas wrote: counts %v, want %d devices in Broad and 1 applied in Fast", c, len(devs))
+		}
+
 		if err := b.RevokeDevice(ctx, d.ID, "bob", "stolen"); err != nil {
 			t.Fatal(err)
 		}
@@ -714,5 +759,45 @@ func TestDialectsAgree(t *testing.T) {
 	}
 	if got[0] != got[1] {
 		t.Fatalf("schemas differ:\nsqlite   %s\npostgres %s", got[0], got[1])
+	}
+}
+
+// Open on PostgreSQL waits for the migration lock, so a replica never
+// migrates while another one is.
+func TestPostgresMigrationWaitsForLock(t *testing.T) {
+	ctx := context.Background()
+	dsn := testenv.PostgreSQL(t)
+	holder := rawOpen(t, dsn)
+	conn, err := holder.w.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", pgMigrationLock); err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan error, 1)
+	go func() {
+		s, err := Open(ctx, dsn, testLog(t))
+		if err == nil {
+			s.Close()
+		}
+		opened <- err
+	}()
+	const wait = 500 * time.Millisecond
+	select {
+	case err := <-opened:
+		t.Fatalf("Open returned (%v) while another replica held the migration lock", err)
+	case <-time.After(wait):
+	}
+	var tables int
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'").Scan(&tables); err != nil || tables != 0 {
+		t.Fatalf("%d tables (%v) created while the lock was held elsewhere", tables, err)
+	}
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_unlock($1)", pgMigrationLock); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-opened; err != nil {
+		t.Fatalf("Open after the lock was released: %v", err)
 	}
 }
