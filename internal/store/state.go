@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"time"
+	"unicode/utf8"
 )
 
 // SetDeviceReleaseState records that a device, counted in ring, is now in
@@ -149,7 +150,13 @@ func (s *Store) DeviceReleaseState(ctx context.Context, deviceID, releaseID int6
 // InsertReport stores a device's report number seq. Agents resend until
 // acknowledged, so a (device, seq) already stored is ignored and reported
 // as duplicate: the caller acknowledges it again without acting twice.
+//
+// The body is text (the agent's JSON); invalid UTF-8 is refused on both
+// databases alike, where PostgreSQL alone would otherwise reject it.
 func (s *Store) InsertReport(ctx context.Context, deviceID, seq int64, body []byte) (duplicate bool, err error) {
+	if !utf8.Valid(body) {
+		return false, fmt.Errorf("store report %d of device %d: the body is not UTF-8 text; send JSON", seq, deviceID)
+	}
 	err = s.tx(ctx, "insert report", func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, s.q(`INSERT INTO reports (device_id, seq, received_at, body) VALUES (?, ?, ?, ?)
 			ON CONFLICT (device_id, seq) DO NOTHING`), deviceID, seq, s.nowMicro(), string(body))

@@ -450,6 +450,9 @@ func TestReportsIdempotent(t *testing.T) {
 		if len(rs) != 2 || string(rs[0].Body) != `{"applied":1}` || string(rs[1].Body) != `{"applied":2}` {
 			t.Fatalf("stored reports %+v, want seq 1 and 2 as first sent", rs)
 		}
+		if _, err := s.InsertReport(ctx, d.ID, 3, []byte{0xff, 0xfe}); err == nil {
+			t.Fatal("a report body that is not UTF-8 was stored")
+		}
 		if _, err := s.InsertReport(ctx, 424242, 1, []byte("{}")); err == nil {
 			t.Fatal("a report of an unknown device was stored")
 		}
