@@ -320,6 +320,11 @@ func (s *session) matchModules(b *bundle.Bundle) ([]*modPlan, error) {
 	if len(plans) > 0 {
 		return plans, nil
 	}
+	// A process that exits while its modules are read shows fewer of them,
+	// or none: that is its exit, not a wrong pid.
+	if proc.Gone(s.pid) {
+		return nil, proc.ExitedError{Pid: s.pid}
+	}
 	for _, bm := range b.Modules {
 		base := filepath.Base(bm.Name)
 		for _, m := range mods {

@@ -77,10 +77,18 @@ func (m *Mem) check(n int, addr uint64, op string) error {
 func (m *Mem) accessErr(op string, want, got int, addr uint64, err error) error {
 	// A process that is exiting (killed, or its memory already torn down)
 	// reads as nothing at every address: that is its exit, not a bad address.
-	if _, serr := os.Stat(fmt.Sprintf("/proc/%d", m.pid)); errors.Is(serr, fs.ErrNotExist) || processDying(m.pid) || !processAlive(m.pid) {
+	if Gone(m.pid) {
 		return fmt.Errorf("%s %d bytes at %#x in pid %d: %w", op, want, addr, m.pid, ExitedError{Pid: m.pid})
 	}
 	return fmt.Errorf("%s %d bytes at %#x in pid %d: only %d done (is the address mapped?): %w", op, want, addr, m.pid, got, err)
+}
+
+// Gone reports whether pid has exited, is a zombie, or is exiting (killed,
+// or its memory torn down): what it reads or maps now says nothing about
+// the process it was.
+func Gone(pid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return errors.Is(err, fs.ErrNotExist) || processDying(pid) || !processAlive(pid)
 }
 
 // Close closes the memory file.
