@@ -301,11 +301,20 @@ func (c *connector) exit(pe procEvent, now time.Time) {
 	}
 }
 
+// settleAfter is how long a held exit waits for the last thread's own exit
+// event before recheck settles it: that event is usually read within
+// microseconds, but a busy machine may delay the reader, and settling early
+// loses the process's exit status.
+const settleAfter = time.Second
+
 // recheck settles held exits whose last threads ended unseen (a lost event):
 // a process now gone is delivered with Exact false, since how it ended was
 // not seen.
 func (c *connector) recheck(now time.Time) {
 	for tgid, ev := range c.held {
+		if now.Sub(ev.Time) < settleAfter {
+			continue // the last thread's exit may still be on its way
+		}
 		state, threads := leaderState(tgid)
 		switch {
 		case state == 0 || (isZombie(state) && threads <= 1):
