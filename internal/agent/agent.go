@@ -233,7 +233,6 @@ func New(cfg Config) (*Agent, error) {
 		withdrawn: map[string][]string{},
 		views:     map[int]*procView{},
 		watched:   map[string]bool{},
-		libIDs:    map[string]string{},
 		started:   time.Now(),
 		saveC:     make(chan struct{}, 1),
 	}
@@ -377,9 +376,6 @@ func (a *Agent) saveLoop(ctx context.Context) {
 func (a *Agent) loadAssignments(ctx context.Context, first bool) error {
 	as, probs, err := a.cfg.Source.Assignments(ctx)
 	if err != nil {
-		if first {
-			return err
-		}
 		return err
 	}
 	p, planProbs := newPlan(as)

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"hotfleet/internal/elfx"
 	"hotfleet/internal/inventory"
 	"hotfleet/internal/notify"
 	"hotfleet/internal/procwatch"
@@ -227,8 +225,8 @@ func (a *Agent) requestSweep(t time.Time) {
 }
 
 // affectedFile tells whether an opened file is a module some assignment
-// patches (or a withdrawn patch patched). Build-ids are cached per file
-// identity, so the many opens of common libraries cost one stat each.
+// patches (or a withdrawn patch patched). The inventory caches build-ids by
+// file identity, so the many opens of common libraries cost one stat each.
 func (a *Agent) affectedFile(path string) bool {
 	// Shared libraries are named *.so or *.so.N; executables reach the
 	// agent through exec events. Other opens in library directories (a
@@ -236,46 +234,13 @@ func (a *Agent) affectedFile(path string) bool {
 	if !strings.Contains(filepath.Base(path), ".so") {
 		return false
 	}
-	fi, err := os.Stat(path)
-	if err != nil || !fi.Mode().IsRegular() {
-		return false
-	}
-	st, _ := fi.Sys().(*syscall.Stat_t)
-	key := path
-	if st != nil {
-		key = fmt.Sprintf("%d:%d:%d:%d", st.Dev, st.Ino, st.Size, st.Mtim.Nano())
-	}
-	a.mu.Lock()
-	id, ok := a.libIDs[key]
-	a.mu.Unlock()
-	if !ok {
-		id = fileBuildID(path)
-		a.mu.Lock()
-		if len(a.libIDs) > 4*maxWatchDirs*16 {
-			a.libIDs = map[string]string{} // a crude bound: re-reading is cheap
-		}
-		a.libIDs[key] = id
-		a.mu.Unlock()
-	}
+	id := a.inv.FileBuildID(path)
 	if id == "" {
 		return false
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.plan.byModule[id] != nil || len(a.withdrawn[id]) > 0
-}
-
-func fileBuildID(path string) string {
-	f, err := elfx.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	id, err := f.BuildID()
-	if err != nil {
-		return ""
-	}
-	return hex.EncodeToString(id)
 }
 
 // notifyFirst tells the logged-in users, once per device, that it was hot

@@ -758,6 +758,33 @@ func (s *Scanner) store(k fileKey, e cacheEntry, gen uint64) {
 	s.cache[k] = &e
 }
 
+// FileBuildID returns the GNU build-id (hex) of the ELF file at path, ""
+// when it is not a regular ELF file with one. It shares the scan's cache by
+// file identity, so asking again about an unchanged file costs one stat.
+func (s *Scanner) FileBuildID(path string) string {
+	var sb unix.Stat_t
+	if err := unix.Stat(path, &sb); err != nil || sb.Mode&unix.S_IFMT != unix.S_IFREG {
+		return ""
+	}
+	fk := fileKey{dev: sb.Dev, ino: sb.Ino, size: sb.Size, mtime: sb.Mtim.Nano()}
+	s.mu.Lock()
+	gen := s.gen
+	s.mu.Unlock()
+	e, ok := s.lookup(fk, gen)
+	if !ok {
+		id, err := readFileIdent(path)
+		if err != nil && !errors.Is(err, errNotELF) {
+			return ""
+		}
+		e = cacheEntry{id: id, elf: err == nil}
+		s.store(fk, e, gen)
+	}
+	if !e.elf {
+		return ""
+	}
+	return e.id.buildID
+}
+
 func (st *scanState) mapFilesPath(m mapLine) string {
 	b := append(st.pathBuf[:0], st.base...)
 	b = append(b, "map_files/"...)
