@@ -1,0 +1,4 @@
+package server
+
+// adminRoutes registers the admin API.
+func (s *Server) adminRoutes() {}
