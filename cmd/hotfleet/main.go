@@ -88,6 +88,10 @@ func run(ctx context.Context, args []string) error {
 		return cmd(ctx, args[2:])
 	case "agent":
 		return cmdAgent(ctx, args[1:])
+	case "server":
+		return cmdServer(ctx, args[1:])
+	case "release", "ring", "device", "token":
+		return cmdAdmin(ctx, args[0], args[1:])
 	case "version":
 		fmt.Println("hotfleet", version)
 		return nil
