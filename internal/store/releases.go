@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -66,22 +67,25 @@ type NewRelease struct {
 	Notes     string
 	Bundles   map[string]string // build-id → bundle SHA-256; one bundle per build-id
 	CreatedBy string
+	// AutoRollback: an automatic halt also rolls the release back.
+	AutoRollback bool
 }
 
 // Release is a stored release.
 type Release struct {
-	ID          int64
-	Name        string
-	Kind        string
-	Severity    string
-	CVEs        []string
-	Notes       string
-	State       string
-	Bundles     map[string]string // build-id → bundle SHA-256
-	CreatedBy   string
-	CreatedAt   time.Time
-	PublishedAt time.Time // zero while a draft
-	ExpeditedAt time.Time // zero unless expedited
+	ID           int64
+	Name         string
+	Kind         string
+	Severity     string
+	CVEs         []string
+	Notes        string
+	State        string
+	Bundles      map[string]string // build-id → bundle SHA-256
+	CreatedBy    string
+	CreatedAt    time.Time
+	PublishedAt  time.Time // zero while a draft
+	ExpeditedAt  time.Time // zero unless expedited
+	AutoRollback bool
 }
 
 // CreateRelease stores a draft release and its bundles (which must have
@@ -89,13 +93,13 @@ type Release struct {
 func (s *Store) CreateRelease(ctx context.Context, nr NewRelease) (Release, error) {
 	cves, _ := json.Marshal(append([]string{}, nr.CVEs...))
 	r := Release{Name: nr.Name, Kind: nr.Kind, Severity: nr.Severity, CVEs: nr.CVEs, Notes: nr.Notes,
-		State: ReleaseDraft, Bundles: nr.Bundles, CreatedBy: nr.CreatedBy}
+		State: ReleaseDraft, Bundles: nr.Bundles, CreatedBy: nr.CreatedBy, AutoRollback: nr.AutoRollback}
 	err := s.tx(ctx, "create release", func(tx *sql.Tx) error {
 		now := s.nowMicro()
 		r.CreatedAt = fromMicro(now)
-		err := tx.QueryRowContext(ctx, s.q(`INSERT INTO releases (name, kind, severity, cves, notes, created_by, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`),
-			nr.Name, nr.Kind, nr.Severity, string(cves), nr.Notes, nr.CreatedBy, now).Scan(&r.ID)
+		err := tx.QueryRowContext(ctx, s.q(`INSERT INTO releases (name, kind, severity, cves, notes, created_by, created_at, auto_rollback)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`),
+			nr.Name, nr.Kind, nr.Severity, string(cves), nr.Notes, nr.CreatedBy, now, nr.AutoRollback).Scan(&r.ID)
 		if isUniqueViolation(err) {
 			return fmt.Errorf("%w: a release named %q exists; pick another name", ErrConflict, nr.Name)
 		}
@@ -119,37 +123,86 @@ func (s *Store) CreateRelease(ctx context.Context, nr NewRelease) (Release, erro
 
 // Release reads one release with its bundles.
 func (s *Store) Release(ctx context.Context, id int64) (Release, error) {
-	var r Release
-	var cves string
-	var created int64
-	var published, expedited sql.NullInt64
-	err := s.r.QueryRowContext(ctx, s.q(`SELECT id, name, kind, severity, cves, notes, state, created_by, created_at, published_at, expedited_at
-		FROM releases WHERE id = ?`), id).Scan(&r.ID, &r.Name, &r.Kind, &r.Severity, &cves, &r.Notes, &r.State,
-		&r.CreatedBy, &created, &published, &expedited)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Release{}, fmt.Errorf("release %d: %w", id, ErrNotFound)
-	}
+	rs, err := s.releases(ctx, "WHERE id = ?", id)
 	if err != nil {
 		return Release{}, fmt.Errorf("read release %d: %w", id, err)
 	}
-	r.CreatedAt, r.PublishedAt, r.ExpeditedAt = fromMicro(created), fromNullMicro(published), fromNullMicro(expedited)
-	if err := json.Unmarshal([]byte(cves), &r.CVEs); err != nil {
-		return Release{}, fmt.Errorf("decode CVEs of release %d: %w", id, err)
+	if len(rs) == 0 {
+		return Release{}, fmt.Errorf("release %d: %w", id, ErrNotFound)
 	}
-	rows, err := s.r.QueryContext(ctx, s.q("SELECT build_id, bundle_sha256 FROM release_bundles WHERE release_id = ?"), id)
+	return rs[0], nil
+}
+
+// Releases lists releases, newest first, in any of the given states (all
+// when none is given), with their bundles.
+func (s *Store) Releases(ctx context.Context, states ...string) ([]Release, error) {
+	where, args := "", []any{}
+	if len(states) > 0 {
+		where = "WHERE state IN (?" + strings.Repeat(", ?", len(states)-1) + ")"
+		for _, st := range states {
+			args = append(args, st)
+		}
+	}
+	rs, err := s.releases(ctx, where, args...)
 	if err != nil {
-		return Release{}, fmt.Errorf("read bundles of release %d: %w", id, err)
+		return nil, fmt.Errorf("list releases: %w", err)
+	}
+	return rs, nil
+}
+
+func (s *Store) releases(ctx context.Context, where string, args ...any) ([]Release, error) {
+	rows, err := s.r.QueryContext(ctx, s.q(`SELECT id, name, kind, severity, cves, notes, state, created_by, created_at, published_at, expedited_at, auto_rollback
+		FROM releases `+where+` ORDER BY id DESC`), args...)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
-	r.Bundles = map[string]string{}
+	var out []Release
+	byID := map[int64]int{}
 	for rows.Next() {
-		var b, sha string
-		if err := rows.Scan(&b, &sha); err != nil {
-			return Release{}, fmt.Errorf("read bundles of release %d: %w", id, err)
+		var r Release
+		var cves string
+		var created int64
+		var published, expedited sql.NullInt64
+		if err := rows.Scan(&r.ID, &r.Name, &r.Kind, &r.Severity, &cves, &r.Notes, &r.State,
+			&r.CreatedBy, &created, &published, &expedited, &r.AutoRollback); err != nil {
+			return nil, err
 		}
-		r.Bundles[b] = sha
+		r.CreatedAt, r.PublishedAt, r.ExpeditedAt = fromMicro(created), fromNullMicro(published), fromNullMicro(expedited)
+		if err := json.Unmarshal([]byte(cves), &r.CVEs); err != nil {
+			return nil, fmt.Errorf("decode CVEs of release %d: %w", r.ID, err)
+		}
+		r.Bundles = map[string]string{}
+		byID[r.ID] = len(out)
+		out = append(out, r)
 	}
-	return r, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	// One query for the bundles of every listed release.
+	bq := "SELECT release_id, build_id, bundle_sha256 FROM release_bundles"
+	if where != "" {
+		bq += " WHERE release_id IN (SELECT id FROM releases " + where + ")"
+	}
+	brows, err := s.r.QueryContext(ctx, s.q(bq), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer brows.Close()
+	for brows.Next() {
+		var id int64
+		var b, sha string
+		if err := brows.Scan(&id, &b, &sha); err != nil {
+			return nil, err
+		}
+		if i, ok := byID[id]; ok {
+			out[i].Bundles[b] = sha
+		}
+	}
+	return out, brows.Err()
 }
 
 // PublishRelease moves a draft to published. expedite also marks it
