@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // A throwaway PostgreSQL cluster for the tests of one test binary.
@@ -158,7 +159,7 @@ func startPostgreSQL(t testing.TB) error {
 	}
 	// No TCP (listen_addresses empty), socket in our own directory, no
 	// fsync: the cluster is thrown away and must not meet the system one.
-	opts := fmt.Sprintf("-c listen_addresses='' -k %s -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200", dir)
+	opts := pgOptions(dir)
 	if out, err := pgRun(bin+"/pg_ctl", "start", "-w", "-t", pgStartLimit, "-D", data, "-l", filepath.Join(dir, "server.log"), "-o", opts); err != nil {
 		log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
 		os.RemoveAll(dir)
@@ -192,4 +193,29 @@ func pgRun(name string, args ...string) ([]byte, error) {
 	cmd.Stderr = &out
 	err := cmd.Run()
 	return out.Bytes(), err
+}
+
+// RestartPostgreSQL stops the test cluster the way a crash or an admin's
+// restart would (immediate shutdown: clients see their connections cut),
+// keeps it down for down, then starts it again on the same socket and data.
+func RestartPostgreSQL(t testing.TB, down time.Duration) {
+	t.Helper()
+	pg.mu.Lock()
+	defer pg.mu.Unlock()
+	if pg.dir == "" {
+		t.Fatal("restart PostgreSQL: no test cluster is running; call PostgreSQL(t) first")
+	}
+	data := filepath.Join(pg.dir, "data")
+	if out, err := pgRun(pg.bin+"/pg_ctl", "stop", "-w", "-m", "immediate", "-D", data); err != nil {
+		t.Fatalf("stop the test PostgreSQL cluster: %v\n%s", err, out)
+	}
+	time.Sleep(down)
+	opts := pgOptions(pg.dir)
+	if out, err := pgRun(pg.bin+"/pg_ctl", "start", "-w", "-t", pgStartLimit, "-D", data, "-l", filepath.Join(pg.dir, "server.log"), "-o", opts); err != nil {
+		t.Fatalf("start the test PostgreSQL cluster again: %v\n%s", err, out)
+	}
+}
+
+func pgOptions(dir string) string {
+	return fmt.Sprintf("-c listen_addresses='' -k %s -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200", dir)
 }
