@@ -292,8 +292,11 @@ func (s *Store) setDeviceState(ctx context.Context, id int64, to DeviceState, ac
 		if _, err := tx.ExecContext(ctx, s.q("UPDATE devices SET state = ? WHERE id = ?"), to, id); err != nil {
 			return err
 		}
-		return s.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "device." + string(to),
-			Target: fmt.Sprintf("device/%d", id), Details: map[string]any{"from": cur, "reason": why}})
+		if err := s.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "device." + string(to),
+			Target: fmt.Sprintf("device/%d", id), Details: map[string]any{"from": cur, "reason": why}}); err != nil {
+			return err
+		}
+		return bumpGeneration(ctx, tx)
 	})
 	if err != nil {
 		return fmt.Errorf("mark device %d %s: %w", id, to, err)

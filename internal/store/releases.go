@@ -266,8 +266,11 @@ func (s *Store) releaseTransition(ctx context.Context, id int64, actor, action s
 		if err := apply(tx, s.nowMicro()); err != nil {
 			return err
 		}
-		return s.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: action, Target: fmt.Sprintf("release/%d", id),
-			Details: map[string]any{"from": cur}})
+		if err := s.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: action, Target: fmt.Sprintf("release/%d", id),
+			Details: map[string]any{"from": cur}}); err != nil {
+			return err
+		}
+		return bumpGeneration(ctx, tx)
 	})
 	if err != nil {
 		return fmt.Errorf("%s release %d: %w", action, id, err)
@@ -315,7 +318,10 @@ func (s *Store) PutRing(ctx context.Context, r Ring, actor string) error {
 			r.Name, r.Position, r.Percent, r.PinnedOnly, int64(r.Deferral/time.Second), int64(r.Deadline/time.Second), int64(r.Grace/time.Second)); err != nil {
 			return err
 		}
-		return s.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "ring.put", Target: "ring/" + r.Name, Details: r})
+		if err := s.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "ring.put", Target: "ring/" + r.Name, Details: r}); err != nil {
+			return err
+		}
+		return bumpGeneration(ctx, tx)
 	})
 	if err != nil {
 		return fmt.Errorf("store ring %q: %w", r.Name, err)
@@ -347,7 +353,10 @@ func (s *Store) AddPause(ctx context.Context, p Pause) (Pause, error) {
 			rel, nullString(p.Ring), p.Actor, p.Reason, now).Scan(&p.ID); err != nil {
 			return err
 		}
-		return s.appendAudit(ctx, tx, AuditEntry{Actor: p.Actor, Action: "pause.add", Target: fmt.Sprintf("pause/%d", p.ID), Details: p})
+		if err := s.appendAudit(ctx, tx, AuditEntry{Actor: p.Actor, Action: "pause.add", Target: fmt.Sprintf("pause/%d", p.ID), Details: p}); err != nil {
+			return err
+		}
+		return bumpGeneration(ctx, tx)
 	})
 	if err != nil {
 		return Pause{}, fmt.Errorf("pause release %d ring %q: %w", p.ReleaseID, p.Ring, err)
@@ -365,7 +374,10 @@ func (s *Store) ResumePause(ctx context.Context, id int64, actor string) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("%w: no active pause %d", ErrNotFound, id)
 		}
-		return s.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "pause.resume", Target: fmt.Sprintf("pause/%d", id)})
+		if err := s.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "pause.resume", Target: fmt.Sprintf("pause/%d", id)}); err != nil {
+			return err
+		}
+		return bumpGeneration(ctx, tx)
 	})
 	if err != nil {
 		return fmt.Errorf("resume pause %d: %w", id, err)

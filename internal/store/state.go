@@ -223,6 +223,9 @@ func (s *Store) AppendAudit(ctx context.Context, e AuditEntry) error {
 }
 
 func (s *Store) appendAudit(ctx context.Context, tx *sql.Tx, e AuditEntry) error {
+	if e.RemoteAddr == "" {
+		e.RemoteAddr = remoteAddrOf(ctx) // see WithRemoteAddr
+	}
 	details := []byte("{}")
 	if e.Details != nil {
 		var err error
