@@ -12,29 +12,29 @@ const AdminTokenFile = "admin-token"
 // Admin API paths, relative to PathAdmin; {id}, {sha} and {name} are path
 // parameters.
 const (
-	AdminBundles        = "bundles"                 // POST raw .hfp body → BundleUpload
-	AdminReleases       = "releases"                // GET → ReleaseList; POST ReleaseRequest → Release
-	AdminRelease        = "releases/{id}"           // GET → Release
-	AdminPublish        = "releases/{id}/publish"   // POST PublishRequest → Release
-	AdminExpedite       = "releases/{id}/expedite"  // POST → Release
-	AdminPause          = "releases/{id}/pause"     // POST PauseRequest → Release
-	AdminResume         = "releases/{id}/resume"    // POST ResumeRequest → Release
-	AdminRollback       = "releases/{id}/rollback"  // POST ReasonRequest → Release
-	AdminStatus         = "releases/{id}/status"    // GET → ReleaseStatus
-	AdminForecast       = "releases/{id}/forecast"  // GET → Forecast
-	AdminRings          = "rings"                   // GET/PUT the rings config ({"rings": [...]}, days)
-	AdminRingPause      = "rings/{name}/pause"      // POST ReasonRequest
-	AdminRingResume     = "rings/{name}/resume"     // POST
-	AdminThresholds     = "settings/thresholds"     // GET/PUT Thresholds
-	AdminOverrides      = "settings/overrides"      // GET/PUT Overrides
-	AdminDevices        = "devices"                 // GET ?after=&limit=&all= → DeviceList
-	AdminDevice         = "devices/{id}"            // GET → DeviceDetail
-	AdminDeviceRetire   = "devices/{id}/retire"     // POST ReasonRequest (optional body) → Device
-	AdminDeviceRevoke   = "devices/{id}/revoke"     // POST ReasonRequest → Device
-	AdminTokens         = "tokens"                  // POST TokenRequest → TokenResponse (enrollment)
-	AdminAdminTokens    = "admin-tokens"            // POST AdminTokenRequest → AdminTokenResponse
-	AdminAdminTokenByID = "admin-tokens/{id}"       // DELETE: revoke
-	AdminAudit          = "audit"                   // GET ?after=&limit= → AuditList
+	AdminBundles        = "bundles"                // POST raw .hfp body → BundleUpload
+	AdminReleases       = "releases"               // GET → ReleaseList; POST ReleaseRequest → Release
+	AdminRelease        = "releases/{id}"          // GET → Release
+	AdminPublish        = "releases/{id}/publish"  // POST PublishRequest → Release
+	AdminExpedite       = "releases/{id}/expedite" // POST → Release
+	AdminPause          = "releases/{id}/pause"    // POST PauseRequest → Release
+	AdminResume         = "releases/{id}/resume"   // POST ResumeRequest → Release
+	AdminRollback       = "releases/{id}/rollback" // POST ReasonRequest → Release
+	AdminStatus         = "releases/{id}/status"   // GET → ReleaseStatus
+	AdminForecast       = "releases/{id}/forecast" // GET → Forecast
+	AdminRings          = "rings"                  // GET/PUT the rings config ({"rings": [...]}, days)
+	AdminRingPause      = "rings/{name}/pause"     // POST ReasonRequest
+	AdminRingResume     = "rings/{name}/resume"    // POST
+	AdminThresholds     = "settings/thresholds"    // GET/PUT Thresholds
+	AdminOverrides      = "settings/overrides"     // GET/PUT Overrides
+	AdminDevices        = "devices"                // GET ?after=&limit=&all= → DeviceList
+	AdminDevice         = "devices/{id}"           // GET → DeviceDetail
+	AdminDeviceRetire   = "devices/{id}/retire"    // POST ReasonRequest (optional body) → Device
+	AdminDeviceRevoke   = "devices/{id}/revoke"    // POST ReasonRequest → Device
+	AdminTokens         = "tokens"                 // POST TokenRequest → TokenResponse (enrollment)
+	AdminAdminTokens    = "admin-tokens"           // POST AdminTokenRequest → AdminTokenResponse
+	AdminAdminTokenByID = "admin-tokens/{id}"      // DELETE: revoke
+	AdminAudit          = "audit"                  // GET ?after=&limit= → AuditList
 )
 
 // BundleUpload describes a stored bundle.

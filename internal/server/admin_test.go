@@ -28,7 +28,7 @@ type adminEnv struct {
 	srv    *Server
 	url    string
 	tokens map[string]string // role → secret
-	off    time.Duration // the policy clock runs this far ahead of real time
+	off    time.Duration     // the policy clock runs this far ahead of real time
 }
 
 func newAdminEnv(t *testing.T, dsn string) *adminEnv {
