@@ -27,7 +27,14 @@ const (
 // agentConfig is the agent's config file (--config): the same settings as
 // the flags, which override it.
 type agentConfig struct {
-	PatchDir    string   `json:"patch_dir"`
+	PatchDir string `json:"patch_dir"`
+	// Control plane mode, the alternative to patch_dir.
+	Server          string            `json:"server"`
+	EnrollToken     string            `json:"enroll_token"`
+	EnrollTokenFile string            `json:"enroll_token_file"`
+	Labels          map[string]string `json:"labels"`
+	Hostname        string            `json:"hostname"`
+
 	StateDir    string   `json:"state_dir"`
 	Socket      string   `json:"socket"`
 	ReportURL   string   `json:"report_url"`
@@ -93,7 +100,76 @@ func (c agentConfig) validate() error {
 	default:
 		return fmt.Errorf("log_level %q: give debug, info, warn or error", c.LogLevel)
 	}
+	if len(c.Labels) > maxAgentLabels {
+		return fmt.Errorf("labels: %d given, at most %d", len(c.Labels), maxAgentLabels)
+	}
+	for k, v := range c.Labels {
+		if k == "" || len(k) > maxLabelLen || len(v) > maxLabelLen || strings.ContainsAny(k, "= \t\n") {
+			return fmt.Errorf("label %q=%q: give KEY=VALUE with a key of 1-%d characters without '=' or spaces, a value of at most %d", k, v, maxLabelLen, maxLabelLen)
+		}
+	}
 	return nil
+}
+
+// Label bounds, as the server enforces them: labels select rings, they are
+// not a place for data.
+const (
+	maxAgentLabels = 32
+	maxLabelLen    = 63
+)
+
+// modeError checks that exactly one source of assignments is given.
+func (c agentConfig) modeError() error {
+	switch {
+	case c.PatchDir != "" && c.Server != "":
+		return fmt.Errorf("give either --patch-dir (standalone) or --server (managed by a control plane), not both")
+	case c.PatchDir == "" && c.Server == "":
+		return fmt.Errorf("the agent needs --patch-dir DIR (standalone) or --server URL (managed by a control plane)")
+	case c.Server != "" && c.ReportURL != "":
+		return fmt.Errorf("--report-url is for --patch-dir mode; under --server reports go to the control plane")
+	case c.PatchDir != "" && (c.EnrollToken != "" || c.EnrollTokenFile != "" || len(c.Labels) > 0 || c.Hostname != ""):
+		return fmt.Errorf("--enroll-token, --enroll-token-file, --label and --hostname need --server")
+	case c.EnrollToken != "" && c.EnrollTokenFile != "":
+		return fmt.Errorf("give --enroll-token or --enroll-token-file, not both")
+	}
+	return nil
+}
+
+// maxTokenFile bounds the enrollment token file: a token is a short line.
+const maxTokenFile = 4 << 10
+
+func readTokenFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("read the enrollment token: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+	if err != nil {
+		return "", fmt.Errorf("read the enrollment token %s: %w", path, err)
+	}
+	tok := strings.TrimSpace(string(data))
+	if len(data) > maxTokenFile || tok == "" || strings.ContainsAny(tok, " \t\n") {
+		return "", fmt.Errorf("enrollment token file %s: want one token on one line (from 'hotfleet token create')", path)
+	}
+	return tok, nil
+}
+
+func parseAgentLabels(kvs []string, into map[string]string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return into, nil
+	}
+	if into == nil {
+		into = map[string]string{}
+	}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--label %q: give KEY=VALUE", kv)
+		}
+		into[k] = v
+	}
+	return into, nil
 }
 
 func cmdAgent(ctx context.Context, args []string) error {
@@ -102,7 +178,13 @@ func cmdAgent(ctx context.Context, args []string) error {
 	}
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	configPath := fs.String("config", "", "agent config file (JSON); flags override it")
-	patchDir := fs.String("patch-dir", "", "directory of assigned bundles (*.hfp)")
+	patchDir := fs.String("patch-dir", "", "directory of assigned bundles (*.hfp): the standalone agent")
+	server := fs.String("server", "", "control plane URL: the managed agent (instead of --patch-dir)")
+	enrollToken := fs.String("enroll-token", "", "bootstrap token to enroll with --server (needed once)")
+	enrollTokenFile := fs.String("enroll-token-file", "", "file holding the bootstrap token (instead of --enroll-token)")
+	hostname := fs.String("hostname", "", "hostname to enroll under (default: the kernel's)")
+	var labels stringList
+	fs.Var(&labels, "label", "KEY=VALUE label sent at enrollment (repeatable)")
 	stateDir := fs.String("state-dir", "", "state and report queue (default "+defaultStateDir+")")
 	socket := fs.String("socket", "", "status socket (default "+defaultSocket+")")
 	reportURL := fs.String("report-url", "", "post reports to this URL (default: keep them queued)")
@@ -131,6 +213,29 @@ func cmdAgent(ctx context.Context, args []string) error {
 		}
 	}
 	override("patch-dir", &c.PatchDir, *patchDir)
+	override("server", &c.Server, *server)
+	override("enroll-token", &c.EnrollToken, *enrollToken)
+	override("enroll-token-file", &c.EnrollTokenFile, *enrollTokenFile)
+	override("hostname", &c.Hostname, *hostname)
+	// A flag chooses the mode over the config file; both flags together
+	// are refused below.
+	if set["enroll-token"] && !set["enroll-token-file"] {
+		c.EnrollTokenFile = ""
+	}
+	if set["enroll-token-file"] && !set["enroll-token"] {
+		c.EnrollToken = ""
+	}
+	if set["patch-dir"] && !set["server"] {
+		c.Server = ""
+	}
+	if set["server"] && !set["patch-dir"] {
+		c.PatchDir = ""
+	}
+	if labels, err := parseAgentLabels(labels, c.Labels); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	} else {
+		c.Labels = labels
+	}
 	override("state-dir", &c.StateDir, *stateDir)
 	override("socket", &c.Socket, *socket)
 	override("report-url", &c.ReportURL, *reportURL)
@@ -154,8 +259,8 @@ func cmdAgent(ctx context.Context, args []string) error {
 	if err := c.validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if c.PatchDir == "" {
-		return fmt.Errorf("%w: the agent needs --patch-dir (the control plane comes in a later version)", errUsage)
+	if err := c.modeError(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	notifyOn := !*noNotify && (c.Notify == nil || *c.Notify)
 	packages := !*noPackages && (c.Packages == nil || *c.Packages)
@@ -172,7 +277,7 @@ func cmdAgent(ctx context.Context, args []string) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	var err error
 	cfg := agent.Config{
-		StateDir: c.StateDir, Source: agent.NewDirSource(c.PatchDir), Socket: c.Socket,
+		StateDir: c.StateDir, Socket: c.Socket,
 		Workers: c.Workers, CPUBudget: c.CPUBudget, Rescan: time.Duration(c.Rescan), WatchMode: c.Events,
 		Notify:   notify.Config{Enabled: notifyOn, Summary: c.NotifyTitle, Body: c.NotifyBody, MotdPath: c.NotifyMotd},
 		Packages: packages, Log: log,
@@ -182,8 +287,27 @@ func cmdAgent(ctx context.Context, args []string) error {
 			return fmt.Errorf("%w: %s: %v", errUsage, failpointEnv, err)
 		}
 	}
-	if c.ReportURL != "" {
-		cfg.Sender = agent.HTTPSender{URL: c.ReportURL}
+	switch {
+	case c.Server != "":
+		token := c.EnrollToken
+		if c.EnrollTokenFile != "" {
+			if token, err = readTokenFile(c.EnrollTokenFile); err != nil {
+				return err
+			}
+		}
+		cp, err := agent.OpenControlPlane(ctx, agent.ControlPlaneConfig{
+			Server: c.Server, StateDir: c.StateDir, EnrollToken: token, Hostname: c.Hostname, Labels: c.Labels,
+			AgentVersion: version, Log: log,
+		})
+		if err != nil {
+			return err
+		}
+		cfg.Source, cfg.Sender = cp, cp
+	default:
+		cfg.Source = agent.NewDirSource(c.PatchDir)
+		if c.ReportURL != "" {
+			cfg.Sender = agent.HTTPSender{URL: c.ReportURL}
+		}
 	}
 	a, err := agent.New(cfg)
 	if err != nil {
@@ -259,6 +383,9 @@ func printAgentStatus(w io.Writer, s agent.Status) {
 			time.Duration(s.Latency.P50US)*time.Microsecond, time.Duration(s.Latency.P99US)*time.Microsecond)
 	}
 	fmt.Fprintf(w, "reports  %d queued, %d sent, %d dropped\n", s.Queue.Queued, s.Queue.Sent, s.Queue.Dropped)
+	if cp := s.ControlPlane; cp != nil {
+		printControlPlane(w, cp)
+	}
 	if len(s.Processes) > 0 {
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -290,4 +417,33 @@ func killAt(spec string) (func(string), error) {
 			select {} // the signal is on its way; go no further
 		}
 	}, nil
+}
+
+func printControlPlane(w io.Writer, cp *agent.ControlPlaneStatus) {
+	fmt.Fprintf(w, "server   %s, device %d, ring %s\n", cp.Server, cp.DeviceID, cp.Ring)
+	switch {
+	case cp.LastCheckIn.IsZero():
+		fmt.Fprintln(w, "checkin  not yet")
+	case cp.LastError == "":
+		fmt.Fprintf(w, "checkin  ok at %s, generation %d\n", cp.LastCheckIn.Format(time.RFC3339), cp.Generation)
+	default:
+		fmt.Fprintf(w, "checkin  FAILED at %s: %s\n", cp.LastCheckIn.Format(time.RFC3339), cp.LastError)
+	}
+	if cp.Revoked {
+		fmt.Fprintln(w, "         the server refuses this device (revoked); the last assignments stay enforced")
+	}
+	if !cp.NextCheckIn.IsZero() {
+		fmt.Fprintf(w, "         next at %s\n", cp.NextCheckIn.Format(time.RFC3339))
+	}
+	answer := "never"
+	if !cp.LastAnswer.IsZero() {
+		answer = cp.LastAnswer.Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "         %d assignments, as of %s\n", cp.Assignments, answer)
+	for _, n := range cp.Held {
+		fmt.Fprintf(w, "held     release %s %s: %s\n", n.ReleaseName, n.State, n.Reason)
+	}
+	for _, d := range cp.Downloads {
+		fmt.Fprintf(w, "download failed %s\n", d)
+	}
 }

@@ -32,6 +32,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"hotfleet/internal/api"
 	"hotfleet/internal/inventory"
 	"hotfleet/internal/notify"
 	"hotfleet/internal/outbox"
@@ -171,6 +172,8 @@ type Agent struct {
 	sweepAt    time.Time // a sweep is pending at this time
 	lat        latencies
 	started    time.Time
+	apiInv     *api.Inventory // the inventory as the control plane takes it
+	outcomeC   chan struct{}  // something was applied, failed or reverted
 
 	sent      atomic.Uint64
 	applied   atomic.Uint64
@@ -187,6 +190,7 @@ type procView struct {
 	execAt   time.Time            // when its exec was seen; zero if it predates the agent
 	patches  map[string]time.Time // "id:level" → applied at
 	affected bool
+	need     []string      // SHA-256 of the assignments it needs, as of its last look
 	latency  time.Duration // exec → patched, once
 	checked  time.Time
 }
@@ -235,6 +239,7 @@ func New(cfg Config) (*Agent, error) {
 		watched:   map[string]bool{},
 		started:   time.Now(),
 		saveC:     make(chan struct{}, 1),
+		outcomeC:  make(chan struct{}, 1),
 	}
 	a.sched = newScheduler()
 	return a, nil
@@ -294,6 +299,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		start(a.watchOpens)
 	}
 	a.sweep(ctx, "start")
+	// The control plane's loops start after the first sweep, so the first
+	// check-in carries the inventory and the state of every process.
+	var sourceChanged <-chan struct{}
+	if cp, ok := a.cfg.Source.(*ControlPlane); ok {
+		sourceChanged = cp.changed()
+		start(func(ctx context.Context) { cp.run(ctx, a) })
+	}
 	a.log.Info("agent running", "state_dir", a.cfg.StateDir, "workers", a.cfg.Workers, "events", a.watchMode)
 
 	tickSource := time.NewTicker(sourcePoll)
@@ -308,6 +320,12 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-tickSource.C:
+			if err := a.loadAssignments(ctx, false); err != nil {
+				a.log.Warn("read assignments", "err", err)
+			}
+		case <-sourceChanged:
+			// A new answer (a pause, a rollback) takes effect now, not at
+			// the next poll.
 			if err := a.loadAssignments(ctx, false); err != nil {
 				a.log.Warn("read assignments", "err", err)
 			}
@@ -407,8 +425,8 @@ func (a *Agent) loadAssignments(ctx context.Context, first bool) error {
 		for _, m := range as.Bundle.Modules {
 			mods = append(mods, hex.EncodeToString(m.BuildID))
 		}
-		if prev, ok := a.st.Assigned[id]; !ok || prev.Level != as.Bundle.Level {
-			a.st.Assigned[id] = assignedID{Level: as.Bundle.Level, BuildIDs: mods, Since: now}
+		if prev, ok := a.st.Assigned[id]; !ok || prev.Level != as.Bundle.Level || prev.SHA256 != as.SHA256 {
+			a.st.Assigned[id] = assignedID{Level: as.Bundle.Level, BuildIDs: mods, Since: now, SHA256: as.SHA256}
 		}
 	}
 	trimWithdrawn(a.st.Withdrawn)

@@ -53,9 +53,10 @@ func (a *Agent) sweep(ctx context.Context, why string) {
 		ids := moduleIDs(p)
 		if affects(pl, wd, ids) {
 			v.affected = true
+			v.need = needSHAs(pl, ids)
 			todo = append(todo, p.Pid)
 		} else {
-			v.affected = false
+			v.affected, v.need = false, nil
 			v.status, v.detail = StateNotAffected, ""
 		}
 		for _, m := range p.Modules {
@@ -78,6 +79,9 @@ func (a *Agent) sweep(ctx context.Context, why string) {
 	hash := inventory.Hash(a.device, procs)
 	invChanged := hash != a.invHash
 	a.invHash = hash
+	if invChanged {
+		a.apiInv = apiInventory(a.device, procs)
+	}
 	a.mu.Unlock()
 
 	now := time.Now()
@@ -167,12 +171,13 @@ func (a *Agent) check(ctx context.Context, pid int) {
 	v := a.view(pid, p.StartTime, p.Comm)
 	v.checked = time.Now()
 	if !affects(pl, wd, ids) {
-		v.affected = false
+		v.affected, v.need = false, nil
 		v.status, v.detail = StateNotAffected, ""
 		a.mu.Unlock()
 		return
 	}
 	v.affected = true
+	v.need = needSHAs(pl, ids)
 	r := a.rec(pid, p.StartTime, p.Comm)
 	now := time.Now()
 	if r.Quarantined.After(now) {
@@ -319,7 +324,7 @@ func (a *Agent) found(p *inventory.Process, as *Assignment, regions []livepatch.
 		for _, r := range regions {
 			fns += len(r.Functions)
 		}
-		a.report(Report{Kind: KindApplied, Pid: p.Pid, Start: p.StartTime, Comm: p.Comm, PatchID: b.ID, Level: b.Level, Functions: fns, Found: true})
+		a.report(Report{Kind: KindApplied, Pid: p.Pid, Start: p.StartTime, Comm: p.Comm, PatchID: b.ID, Level: b.Level, Bundle: as.SHA256, Functions: fns, Found: true})
 	}
 }
 
@@ -372,7 +377,7 @@ func (a *Agent) apply(ctx context.Context, p *inventory.Process, as *Assignment,
 	first := !a.st.Notified
 	a.mu.Unlock()
 	a.applied.Add(1)
-	rep := Report{Kind: KindApplied, Pid: p.Pid, Start: p.StartTime, Comm: p.Comm, PatchID: b.ID, Level: b.Level,
+	rep := Report{Kind: KindApplied, Pid: p.Pid, Start: p.StartTime, Comm: p.Comm, PatchID: b.ID, Level: b.Level, Bundle: as.SHA256,
 		Functions: res.Functions, PauseUS: res.Pause.Microseconds(), Replaced: res.Replaced, Found: res.AlreadyApplied, LatencyUS: lat.Microseconds()}
 	a.report(rep)
 	a.log.Info("patched", "pid", p.Pid, "comm", p.Comm, "patch", b.ID, "level", b.Level, "functions", res.Functions, "pause", res.Pause, "apply_took", now.Sub(t0), "exec_to_patched", lat)
@@ -384,13 +389,16 @@ func (a *Agent) apply(ctx context.Context, p *inventory.Process, as *Assignment,
 
 // revert takes a withdrawn patch out of one process.
 func (a *Agent) revert(ctx context.Context, p *inventory.Process, id string) bool {
+	a.mu.Lock()
+	sha := a.st.Withdrawn[id].SHA256
+	a.mu.Unlock()
 	res, err := livepatch.Revert(ctx, p.Pid, id, livepatch.Options{Deadline: a.cfg.Deadline, Log: a.log, Failpoint: a.cfg.Failpoint})
 	if err != nil && !errors.Is(err, livepatch.ErrNotApplied) {
 		if errors.Is(err, proc.ErrExited) {
 			a.forget(p.Pid)
 			return false
 		}
-		a.failed(p.Pid, p.StartTime, id, "", err, 0)
+		a.failed(p.Pid, p.StartTime, id, sha, err, 0)
 		return false
 	}
 	a.mu.Lock()
@@ -401,7 +409,7 @@ func (a *Agent) revert(ctx context.Context, p *inventory.Process, id string) boo
 		}
 	}
 	a.mu.Unlock()
-	a.report(Report{Kind: KindReverted, Pid: p.Pid, Start: p.StartTime, Comm: p.Comm, PatchID: id, Level: res.Level, Functions: res.Functions, PauseUS: res.Pause.Microseconds()})
+	a.report(Report{Kind: KindReverted, Pid: p.Pid, Start: p.StartTime, Comm: p.Comm, PatchID: id, Bundle: sha, Level: res.Level, Functions: res.Functions, PauseUS: res.Pause.Microseconds()})
 	a.log.Info("reverted withdrawn patch", "pid", p.Pid, "comm", p.Comm, "patch", id)
 	return true
 }
@@ -460,6 +468,7 @@ func (a *Agent) failed(pid int, start uint64, patchID, bundleSHA string, err err
 	a.markDirty()
 	a.mu.Unlock()
 	rep.Pid, rep.Start, rep.Comm, rep.PatchID, rep.Error, rep.Time = pid, start, comm, patchID, err.Error(), now.UTC()
+	rep.Bundle = bundleSHA
 	a.report(rep)
 	a.log.Warn("patch attempt failed", "pid", pid, "comm", comm, "patch", patchID, "kind", rep.Kind, "err", err)
 	if !perm && retryAt.After(now) {

@@ -38,6 +38,9 @@ type Report struct {
 	Functions int       `json:"functions,omitempty"`
 	PauseUS   int64     `json:"pause_us,omitempty"`
 	Replaced  string    `json:"replaced,omitempty"`
+	// Bundle is the SHA-256 of the bundle an applied, failed or reverted
+	// report is about: the control plane counts a release's results by it.
+	Bundle string `json:"bundle,omitempty"`
 	// Found is set for an apply the agent found already done (by an earlier
 	// run that could not report it), rather than did now.
 	Found     bool   `json:"found,omitempty"`
@@ -50,6 +53,7 @@ type Report struct {
 	CoreDumped   bool     `json:"core_dumped,omitempty"`
 	SinceApplyS  float64  `json:"since_apply_s,omitempty"`
 	Patches      []string `json:"patches,omitempty"` // every "id:level" applied in the crashed process
+	Bundles      []string `json:"bundles,omitempty"` // the SHA-256 of every bundle applied in it, where known
 	// LatencyUS is exec→patched for a process the agent saw start.
 	LatencyUS int64           `json:"latency_us,omitempty"`
 	Detail    json.RawMessage `json:"detail,omitempty"` // readiness or inventory document
@@ -65,6 +69,8 @@ func (a *Agent) report(r Report) {
 	if r.Pid != 0 {
 		key = fmt.Sprintf("%s/%d:%d/%s", r.Kind, r.Pid, r.Start, r.PatchID)
 	}
+	// The control plane hears of outcomes at the next (debounced) check-in.
+	signal(a.outcomeC)
 	if _, err := a.out.Append(r.Kind, key, r); err != nil {
 		// The outbox is on the state disk; when it fails, so does the state.
 		// Say so loudly: the report is the only copy.
@@ -72,8 +78,8 @@ func (a *Agent) report(r Report) {
 	}
 }
 
-// Sender delivers queued reports. HTTPSender posts them to a URL; the
-// control plane's check-in replaces it in a later version.
+// Sender delivers queued reports. HTTPSender posts them to a URL (the
+// standalone agent); ControlPlane posts them, signed, to the control plane.
 type Sender interface {
 	Send(ctx context.Context, device string, items []outbox.Item) error
 }

@@ -38,6 +38,9 @@ type assignedID struct {
 	Level    uint32    `json:"level"`
 	BuildIDs []string  `json:"build_ids"`
 	Since    time.Time `json:"since"`
+	// SHA256 names the bundle's bytes, so reverts of a withdrawn bundle
+	// are counted against it.
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // procRec is the agent's record of one process.

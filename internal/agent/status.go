@@ -32,6 +32,8 @@ type Status struct {
 	Queue     QueueStats       `json:"reports"`
 	Applied   uint64           `json:"applied"` // patches applied since the agent started
 	Notified  bool             `json:"notified"`
+	// ControlPlane is set when the agent is managed by a control plane.
+	ControlPlane *ControlPlaneStatus `json:"control_plane,omitempty"`
 }
 
 // AssignedPatch is one assigned bundle.
@@ -105,6 +107,9 @@ func (a *Agent) Status() Status {
 	p50, p99, mx := a.lat.percentiles()
 	s.Latency = LatencyStats{Count: a.lat.count, P50US: p50.Microseconds(), P99US: p99.Microseconds(), MaxUS: mx.Microseconds()}
 	s.Queue = QueueStats{Queued: a.out.Len(), Sent: a.sent.Load(), Dropped: a.out.Dropped()}
+	if cp, ok := a.cfg.Source.(*ControlPlane); ok {
+		s.ControlPlane = cp.status()
+	}
 	return s
 }
 

@@ -116,7 +116,7 @@ func (a *Agent) onExit(ev procwatch.Event) {
 	a.report(Report{
 		Kind: KindCrash, Pid: ev.Pid, Start: v.start, Comm: v.comm, PatchID: id, Level: level,
 		Signal: signalName(ev.Signal), SignalNumber: int(ev.Signal), CoreDumped: ev.CoreDumped,
-		SinceApplyS: since.Seconds(), Patches: patches,
+		SinceApplyS: since.Seconds(), Patches: patches, Bundles: a.bundlesOf(patches),
 	})
 }
 
