@@ -28,6 +28,24 @@ Usage:
   hotfleet agent         --patch-dir DIR [--state-dir DIR --socket PATH --report-url URL --config FILE
                          --workers N --cpu-budget F --rescan 60s --events netlink|poll --no-notify]
   hotfleet agent status  [--json] [--socket PATH]
+  hotfleet server        [--listen ADDR --db DSN --data-dir DIR --checkin-interval 5m --offline-after 24h]
+
+Admin (each also takes --server URL, --token TOKEN | --token-file FILE, --json):
+  hotfleet release create --name N --kind hotpatch|baseline --severity S [--cve ID]... [--notes T]
+                          --bundle FILE.hfp... [--auto-rollback]
+  hotfleet release upload FILE.hfp
+  hotfleet release list | show ID | status ID | forecast ID
+  hotfleet release publish ID [--expedite]
+  hotfleet release pause ID --reason R [--ring NAME]
+  hotfleet release resume ID [--ring NAME]
+  hotfleet release expedite ID
+  hotfleet release rollback ID --reason R
+  hotfleet release audit [--after N --limit N]
+  hotfleet ring list | set FILE.json | pause NAME --reason R | resume NAME
+  hotfleet device list [--all] | show ID | retire ID [--reason R] | revoke ID --reason R
+  hotfleet token create [--ttl 24h --uses 10 --ring R --label k=v]
+  hotfleet token admin --name N --role viewer|operator|admin [--ttl D]
+  hotfleet token revoke ID
   hotfleet version
 `
 
