@@ -19,13 +19,15 @@ func init() {
 	adminGroups["release"] = map[string]adminCommand{
 		"create": {"--name N --kind hotpatch|baseline --severity S [--cve ID]... [--notes T] --bundle FILE.hfp... [--auto-rollback]",
 			"Uploads each bundle, then creates a draft release of them.", releaseCreate},
-		"upload":   {"FILE.hfp", "Uploads a bundle and prints its SHA-256 and build-ids.", releaseUpload},
-		"list":     {"", "Lists releases, newest first.", simple(releaseList)},
-		"show":     {"ID", "Shows one release.", simple(releaseShow)},
-		"publish":  {"ID [--expedite]", "Publishes a draft: its rollout through the rings starts.", releasePublish},
-		"pause":    {"ID --reason R [--ring NAME]", "Pauses a release everywhere, or in one ring.", releasePause},
-		"resume":   {"ID [--ring NAME]", "Ends a release's pauses, or one ring's.", releaseResume},
-		"expedite": {"ID", "Makes every ring eligible now.", simple(func(ctx context.Context, c *adminClient, args []string) error { return releasePost(ctx, c, args, "expedite", nil) })},
+		"upload":  {"FILE.hfp", "Uploads a bundle and prints its SHA-256 and build-ids.", releaseUpload},
+		"list":    {"", "Lists releases, newest first.", simple(releaseList)},
+		"show":    {"ID", "Shows one release.", simple(releaseShow)},
+		"publish": {"ID [--expedite]", "Publishes a draft: its rollout through the rings starts.", releasePublish},
+		"pause":   {"ID --reason R [--ring NAME]", "Pauses a release everywhere, or in one ring.", releasePause},
+		"resume":  {"ID [--ring NAME]", "Ends a release's pauses, or one ring's.", releaseResume},
+		"expedite": {"ID", "Makes every ring eligible now.", simple(func(ctx context.Context, c *adminClient, args []string) error {
+			return releasePost(ctx, c, args, "expedite", nil)
+		})},
 		"rollback": {"ID --reason R", "Rolls a release back: agents revert it everywhere.", releaseRollback},
 		"status":   {"ID", "Shows a release's rollout ring by ring: schedule, device counts, automatic actions.", simple(releaseStatus)},
 		"forecast": {"ID", "Forecasts which devices get a release when, and the compliance curve.", simple(releaseForecast)},
