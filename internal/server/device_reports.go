@@ -22,6 +22,7 @@ type agentReport struct {
 	Permanent   bool     `json:"permanent"`
 	Signal      string   `json:"signal"`
 	SinceApplyS float64  `json:"since_apply_s"`
+	Bundle      string   `json:"bundle"`  // SHA-256 of the bundle an apply failed with
 	Patches     []string `json:"patches"` // "id:level" applied in a crashed process
 	Bundles     []string `json:"bundles"` // SHA-256 of the bundles applied in a crashed process
 }
@@ -57,9 +58,13 @@ func (rc *reportContext) act(ctx context.Context, seq int64, body []byte) error 
 	case r.Kind == reportCrash:
 		reason = crashReason(r)
 		shas, err = rc.bundlesOf(ctx, r.Bundles, r.Patches)
-	case r.Kind == reportFailed && r.Permanent && r.PatchID != "":
+	case r.Kind == reportFailed && r.Permanent && (r.PatchID != "" || r.Bundle != ""):
 		reason = "apply failed for good: " + r.Error
-		shas, err = rc.bundlesOf(ctx, nil, []string{fmt.Sprintf("%s:%d", r.PatchID, r.Level)})
+		if r.Bundle != "" {
+			shas, err = rc.bundlesOf(ctx, []string{r.Bundle}, nil)
+		} else {
+			shas, err = rc.bundlesOf(ctx, nil, []string{fmt.Sprintf("%s:%d", r.PatchID, r.Level)})
+		}
 	default:
 		return nil
 	}

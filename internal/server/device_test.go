@@ -731,3 +731,32 @@ func TestBundleDownload(t *testing.T) {
 		t.Errorf("upper-case address: %d, want 400", resp.StatusCode)
 	}
 }
+
+func TestPermanentFailureReport(t *testing.T) {
+	f := newFleet(t, filepath.Join(t.TempDir(), "server.db"))
+	ctx := context.Background()
+	rel, sha := f.release("nginx-fix", store.KindHotpatch, false, false)
+	byID, bySHA := f.enroll("Test"), f.enroll("Test")
+	for _, d := range []*device{byID, bySHA} {
+		f.checkIn(d, api.CheckIn{InventoryHash: "a", Inventory: inventoryOf(nginxBuild, "nginx")})
+	}
+	post := func(d *device, rep string) {
+		if code, body := f.call(d, "POST", api.PathReports, api.Reports{Reports: []api.ReportItem{{Seq: 1, Report: json.RawMessage(rep)}}}, nil); code != 200 {
+			t.Fatalf("reports: %d %s", code, body)
+		}
+	}
+	post(byID, `{"kind":"failed","patch_id":"hf-nginx-fix","level":1,"error":"old bytes differ at parse","permanent":true}`)
+	post(bySHA, `{"kind":"failed","bundle":"`+sha+`","error":"build-id mismatch","permanent":true}`)
+	for d, want := range map[*device]string{byID: "apply failed for good: old bytes differ at parse", bySHA: "apply failed for good: build-id mismatch"} {
+		if st, err := f.st.DeviceReleaseState(ctx, d.id, rel.ID); err != nil || st.State != "failed" || st.Reason != want {
+			t.Errorf("device %d: %+v, %v; want failed: %s", d.id, st, err, want)
+		}
+	}
+	// A retryable failure is not a verdict.
+	other := f.enroll("Test")
+	f.checkIn(other, api.CheckIn{InventoryHash: "a", Inventory: inventoryOf(nginxBuild, "nginx")})
+	post(other, `{"kind":"failed","patch_id":"hf-nginx-fix","level":1,"error":"function is running"}`)
+	if st, _ := f.st.DeviceReleaseState(ctx, other.id, rel.ID); st.State != "assigned" {
+		t.Errorf("a retryable failure set the state %+v", st)
+	}
+}
