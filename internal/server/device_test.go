@@ -594,7 +594,7 @@ func TestCrashReportsHaltTheRelease(t *testing.T) {
 					}
 					return
 				}
-				if r.State != store.ReleasePublished || len(resp.Assignments) != 1 {
+				if r.State != store.ReleasePaused || len(resp.Assignments) != 1 {
 					t.Fatalf("halt without rollback: release %s, check-in %+v (a device that has it keeps it)", r.State, resp)
 				}
 				// The crash stays on record though the device now says applied.

@@ -208,10 +208,10 @@ type Halt struct {
 	Rollback  bool // also roll the release back
 }
 
-// HaltRelease pauses a whole release (and rolls it back when asked) unless
-// a pause of the whole release is already active, in one transaction that
-// holds the release's row: two replicas evaluating the same failures halt it
-// once. It records the pause and the halt in the audit log and bumps the
+// HaltRelease pauses a whole release (state paused, or rolled-back when
+// asked) unless a pause of the whole release is already active, in one
+// transaction that holds the release's row: two replicas evaluating the
+// same failures halt it once. It records the pause and the halt in the audit log and bumps the
 // generation so that agents learn at once. halted is false when the release
 // was already paused (or rolled back) and nothing was written.
 func (s *Store) HaltRelease(ctx context.Context, h Halt) (halted bool, err error) {
@@ -243,18 +243,24 @@ func (s *Store) HaltRelease(ctx context.Context, h Halt) (halted bool, err error
 			return err
 		}
 		target := fmt.Sprintf("release/%d", h.ReleaseID)
-		if err := s.appendAudit(ctx, tx, AuditEntry{Actor: h.Actor, Action: "pause.add", Target: fmt.Sprintf("pause/%d", pauseID),
+		if err := s.appendAudit(ctx, tx, AuditEntry{Actor: h.Actor, Action: "pause.add", Target: fmt.Sprintf("release/%d", h.ReleaseID),
 			Details: Pause{ID: pauseID, ReleaseID: h.ReleaseID, Actor: h.Actor, Reason: h.Reason, CreatedAt: fromMicro(now)}}); err != nil {
 			return err
 		}
 		if err := s.appendAudit(ctx, tx, AuditEntry{Actor: h.Actor, Action: "release.halt", Target: target, Details: h.Details}); err != nil {
 			return err
 		}
+		// As an admin's pause of the whole release does, the halt moves the
+		// release to paused (or rolled-back), so listings show it halted.
+		to := ReleasePaused
 		if h.Rollback {
-			if _, err := tx.ExecContext(ctx, s.q("UPDATE releases SET state = ? WHERE id = ?"), ReleaseRolledBack, h.ReleaseID); err != nil {
+			to = ReleaseRolledBack
+		}
+		if to != state {
+			if _, err := tx.ExecContext(ctx, s.q("UPDATE releases SET state = ? WHERE id = ?"), to, h.ReleaseID); err != nil {
 				return err
 			}
-			if err := s.appendAudit(ctx, tx, AuditEntry{Actor: h.Actor, Action: "release." + ReleaseRolledBack, Target: target,
+			if err := s.appendAudit(ctx, tx, AuditEntry{Actor: h.Actor, Action: "release." + to, Target: target,
 				Details: map[string]any{"from": state, "reason": h.Reason}}); err != nil {
 				return err
 			}
