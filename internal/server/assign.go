@@ -47,13 +47,17 @@ func (s *Server) bundleMeta(ctx context.Context, sha string) (*bundleMeta, error
 	if err != nil {
 		return nil, err
 	}
-	b, err := bundle.Decode(data)
-	if err != nil {
-		return nil, fmt.Errorf("decode stored bundle %s (it was checked at upload; the database may be corrupt): %w", sha, err)
-	}
-	m = &bundleMeta{ID: b.ID, Level: b.Level, Size: int64(len(data))}
-	for _, mod := range b.Modules {
-		m.Modules = append(m.Modules, moduleMeta{BuildID: hex.EncodeToString(mod.BuildID), Name: mod.Name})
+	m = &bundleMeta{Size: int64(len(data))}
+	if b, err := bundle.Decode(data); err != nil {
+		// Checked at upload, so the database is damaged. Failing every
+		// check-in over it would stall the fleet; the agents refuse the
+		// bundle themselves and say so in their check-ins.
+		s.log.Error("a stored bundle does not decode; its release is judged by build-id alone", "bundle", sha, "err", err)
+	} else {
+		m.ID, m.Level = b.ID, b.Level
+		for _, mod := range b.Modules {
+			m.Modules = append(m.Modules, moduleMeta{BuildID: hex.EncodeToString(mod.BuildID), Name: mod.Name})
+		}
 	}
 	bundleMetas.Lock()
 	if bundleMetas.m == nil || len(bundleMetas.m) >= maxBundleMetas {

@@ -760,3 +760,28 @@ func TestPermanentFailureReport(t *testing.T) {
 		t.Errorf("a retryable failure set the state %+v", st)
 	}
 }
+
+// TestDamagedBundleDoesNotStallCheckIns: a stored bundle that no longer
+// decodes is still assigned (agents refuse it and say why) instead of
+// failing every device's check-in.
+func TestDamagedBundleDoesNotStallCheckIns(t *testing.T) {
+	f := newFleet(t, filepath.Join(t.TempDir(), "server.db"))
+	ctx := context.Background()
+	sha, _, err := f.st.PutBundle(ctx, []byte("HFPATCH\x00 damaged"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.st.CreateRelease(ctx, store.NewRelease{Name: "damaged", Kind: store.KindHotpatch, Severity: "low",
+		Bundles: map[string]string{nginxBuild: sha}, CreatedBy: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.PublishRelease(ctx, r.ID, "alice", false); err != nil {
+		t.Fatal(err)
+	}
+	d := f.enroll("Test")
+	resp := f.checkIn(d, api.CheckIn{InventoryHash: "a", Inventory: inventoryOf(nginxBuild, "nginx")})
+	if len(resp.Assignments) != 1 || resp.Assignments[0].Size != int64(len("HFPATCH\x00 damaged")) {
+		t.Fatalf("check-in with a damaged bundle: %+v", resp)
+	}
+}
