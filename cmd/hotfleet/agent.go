@@ -104,8 +104,8 @@ func (c agentConfig) validate() error {
 		return fmt.Errorf("labels: %d given, at most %d", len(c.Labels), maxAgentLabels)
 	}
 	for k, v := range c.Labels {
-		if k == "" || len(k) > maxLabelLen || len(v) > maxLabelLen || strings.ContainsAny(k, "= \t\n") {
-			return fmt.Errorf("label %q=%q: give KEY=VALUE with a key of 1-%d characters without '=' or spaces, a value of at most %d", k, v, maxLabelLen, maxLabelLen)
+		if k == "" || len(k) > maxLabelKey || len(v) > maxLabelValue || strings.ContainsAny(k, "= \t\n\x00") {
+			return fmt.Errorf("label %q=%q: give KEY=VALUE with a key of 1-%d characters without '=' or spaces, a value of at most %d", k, v, maxLabelKey, maxLabelValue)
 		}
 	}
 	return nil
@@ -115,7 +115,8 @@ func (c agentConfig) validate() error {
 // not a place for data.
 const (
 	maxAgentLabels = 32
-	maxLabelLen    = 63
+	maxLabelKey    = 63
+	maxLabelValue  = 255
 )
 
 // modeError checks that exactly one source of assignments is given.

@@ -58,7 +58,7 @@ type failure struct {
 
 // NewFakeControlPlane starts a fake server accepting token.
 func NewFakeControlPlane(t testing.TB, token string) *FakeControlPlane {
-	f := &FakeControlPlane{t: t, token: token, bundles: map[string][]byte{}, genC: make(chan struct{}), checkInC: make(chan struct{}, 100), gen: 1}
+	f := &FakeControlPlane{t: t, token: token, bundles: map[string][]byte{}, genC: make(chan struct{}), checkInC: make(chan struct{}, 100), gen: 1, device: 6}
 	f.answer = api.CheckInResponse{Ring: "Broad", Generation: 1, NextCheckInS: 3600}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+api.PathEnroll, f.enroll)
@@ -90,8 +90,12 @@ func (f *FakeControlPlane) enroll(w http.ResponseWriter, r *http.Request) {
 		writeJSONTest(w, http.StatusUnauthorized, api.Error{Error: "the enrollment token is expired or used up"})
 		return
 	}
+	if f.pub.Equal(ed25519.PublicKey(req.PublicKey)) {
+		writeJSONTest(w, http.StatusConflict, api.Error{Error: "this public key is already enrolled; the agent must generate a new key to enroll again"})
+		return
+	}
 	f.pub = ed25519.PublicKey(req.PublicKey)
-	f.device = 7
+	f.device++
 	writeJSONTest(w, 200, api.EnrollResponse{DeviceID: f.device, Ring: "Broad"})
 }
 

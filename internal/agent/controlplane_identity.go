@@ -110,6 +110,7 @@ func (cp *ControlPlane) enroll(ctx context.Context) error {
 		return err
 	}
 	var bo backoff
+	rekeyed := false
 	for {
 		var resp api.EnrollResponse
 		err := cp.call(ctx, http.MethodPost, api.PathEnroll, body, false, &resp, requestTimeout)
@@ -127,7 +128,28 @@ func (cp *ControlPlane) enroll(ctx context.Context) error {
 			cp.log.Info("enrolled with the control plane", "server", cp.server, "device", id.DeviceID, "ring", id.Ring)
 			return nil
 		case errors.As(err, &se) && se.Status == http.StatusUnauthorized:
+			if strings.Contains(se.Msg, "hotfleet token create") {
+				return fmt.Errorf("%w: %s", ErrEnrollRefused, se.Msg)
+			}
 			return fmt.Errorf("%w: %s; create a new token with 'hotfleet token create'", ErrEnrollRefused, se.Msg)
+		case errors.As(err, &se) && se.Status == http.StatusConflict && !rekeyed:
+			// The key was enrolled by an earlier run that died before
+			// saving the identity: that enrollment is lost, so enroll
+			// afresh under a new key.
+			cp.log.Warn("the device key is already enrolled but the identity was not saved; enrolling with a new key", "server", cp.server)
+			if err := os.Remove(filepath.Join(cp.cfg.StateDir, deviceKeyFile)); err != nil {
+				return fmt.Errorf("replace the device key: %w", err)
+			}
+			if cp.key, err = loadOrCreateKey(cp.cfg.StateDir); err != nil {
+				return err
+			}
+			if body, err = json.Marshal(api.EnrollRequest{
+				Token: cp.cfg.EnrollToken, PublicKey: cp.key.Public().(ed25519.PublicKey), Hostname: host, Labels: cp.cfg.Labels,
+			}); err != nil {
+				return err
+			}
+			rekeyed = true
+			continue
 		case errors.As(err, &se) && se.Status/100 == 4 && se.Status != http.StatusTooManyRequests:
 			return fmt.Errorf("enroll with %s: %w", cp.server, err)
 		}

@@ -104,6 +104,15 @@ func TestControlPlaneEnrollsOnce(t *testing.T) {
 	if cp2.DeviceID() != 7 || len(f.enrolls) != 2 {
 		t.Fatalf("restart: device %d after %d enrollments; want 7 after 2", cp2.DeviceID(), len(f.enrolls))
 	}
+	// An agent that died after enrolling but before saving its identity
+	// enrolls again under a new key (the server refuses the old one).
+	oldKey, _ := os.ReadFile(filepath.Join(dir, deviceKeyFile))
+	os.Remove(filepath.Join(dir, identityFile))
+	cp3 := openCP(t, f, dir, "tok-good")
+	newKey, _ := os.ReadFile(filepath.Join(dir, deviceKeyFile))
+	if cp3.DeviceID() != 8 || bytes.Equal(oldKey, newKey) {
+		t.Fatalf("re-enrollment: device %d, key replaced %v; want device 8 under a new key", cp3.DeviceID(), !bytes.Equal(oldKey, newKey))
+	}
 	// Another server is refused rather than sent this device's id.
 	other := NewFakeControlPlane(t, "x")
 	_, err = OpenControlPlane(context.Background(), ControlPlaneConfig{Server: other.Srv.URL, StateDir: dir})
