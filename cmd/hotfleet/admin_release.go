@@ -217,8 +217,14 @@ func releaseStatus(ctx context.Context, c *adminClient, args []string) error {
 	}
 	return c.show(raw, func(w io.Writer) error {
 		fmt.Fprintf(w, "Release %d %q: %s, %s, published %s\n\n", st.Release.ID, st.Release.Name, st.Release.State, st.Release.Kind, when(st.Release.PublishedAt))
+		// Numbers align right; ring names are padded so they read from
+		// the left.
+		width := len("RING")
+		for _, r := range st.Rings {
+			width = max(width, len(r.Ring))
+		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprint(tw, "RING\tELIGIBLE\t")
+		fmt.Fprintf(tw, "%-*s\tELIGIBLE\t", width, "RING")
 		for _, s := range statusColumns {
 			fmt.Fprintf(tw, "%s\t", strings.ToUpper(s))
 		}
@@ -231,7 +237,7 @@ func releaseStatus(ctx context.Context, c *adminClient, args []string) error {
 			case r.Held:
 				eligible = "held"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t", r.Ring, eligible)
+			fmt.Fprintf(tw, "%-*s\t%s\t", width, r.Ring, eligible)
 			for _, s := range statusColumns {
 				fmt.Fprintf(tw, "%d\t", r.Counts[s])
 			}

@@ -99,7 +99,7 @@ func (s *Store) CreateAdminToken(ctx context.Context, name, role string, ttl tim
 			return err
 		}
 		return s.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "admin-token.create", Target: fmt.Sprintf("admin-token/%d", t.ID),
-			Details: map[string]any{"name": name, "role": role, "expires_at": t.ExpiresAt}})
+			Details: map[string]any{"name": name, "role": role, "ttl": ttl.String()}})
 	})
 	if err != nil {
 		return "", AdminToken{}, fmt.Errorf("create admin token %q: %w", name, err)
@@ -333,7 +333,8 @@ func (s *Store) PauseRelease(ctx context.Context, releaseID int64, ring, actor, 
 			releaseID, nullString(ring), actor, reason, now).Scan(&p.ID); err != nil {
 			return err
 		}
-		if err := s.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "pause.add", Target: fmt.Sprintf("release/%d", releaseID), Details: p}); err != nil {
+		if err := s.appendAudit(ctx, tx, AuditEntry{Actor: actor, Action: "pause.add", Target: fmt.Sprintf("release/%d", releaseID),
+			Details: map[string]any{"pause": p.ID, "ring": ring, "reason": reason}}); err != nil {
 			return err
 		}
 		if ring == "" && state == ReleasePublished {
