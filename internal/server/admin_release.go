@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -185,10 +186,10 @@ func (s *Server) adminCreateRelease(w http.ResponseWriter, r *http.Request, tok 
 	for i, sha := range req.Bundles {
 		field := fmt.Sprintf("bundles[%d]", i)
 		data, err := s.st.Bundle(r.Context(), sha)
+		if errors.Is(err, store.ErrNotFound) {
+			return badRequest(field, "bundle %s was not uploaded; upload it first (POST %s%s)", sha, api.PathAdmin, api.AdminBundles)
+		}
 		if err != nil {
-			if storeError(err) != err {
-				return badRequest(field, "bundle %s was not uploaded; upload it first (POST %s%s)", sha, api.PathAdmin, api.AdminBundles)
-			}
 			return err
 		}
 		b, err := bundle.Decode(data)
@@ -210,10 +211,7 @@ func (s *Server) adminCreateRelease(w http.ResponseWriter, r *http.Request, tok 
 	rel, err := s.st.CreateRelease(r.Context(), store.NewRelease{Name: req.Name, Kind: req.Kind, Severity: req.Severity, CVEs: req.CVEs,
 		Notes: req.Notes, Bundles: byBuildID, CreatedBy: tok.Actor(), AutoRollback: req.AutoRollback})
 	if err != nil {
-		if e := storeError(err); e != err {
-			return e
-		}
-		return err
+		return storeError(err)
 	}
 	return writeJSON(w, http.StatusCreated, releaseJSON(rel))
 }

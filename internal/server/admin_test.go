@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,7 +29,7 @@ type adminEnv struct {
 	srv    *Server
 	url    string
 	tokens map[string]string // role → secret
-	off    time.Duration     // the policy clock runs this far ahead of real time
+	off    atomic.Int64      // nanoseconds the policy clock runs ahead of real time
 }
 
 func newAdminEnv(t *testing.T, dsn string) *adminEnv {
@@ -40,7 +41,7 @@ func newAdminEnv(t *testing.T, dsn string) *adminEnv {
 	}
 	t.Cleanup(func() { st.Close() })
 	e := &adminEnv{t: t, st: st, tokens: map[string]string{}}
-	e.srv = New(Config{Store: st, Now: func() time.Time { return time.Now().Add(e.off) }})
+	e.srv = New(Config{Store: st, Now: func() time.Time { return time.Now().Add(time.Duration(e.off.Load())) }})
 	hs := httptest.NewServer(e.srv.Handler())
 	t.Cleanup(hs.Close)
 	e.url = hs.URL
@@ -366,7 +367,7 @@ func TestReleaseStatusCounts(t *testing.T) {
 	up := e.upload(adminBundle(t, "fix-1", 1, "libexpat.so.1", 0xa1))
 	rel := e.createRelease("expat", up.SHA256)
 	e.ok(store.RoleAdmin, "POST", fmt.Sprintf("releases/%d/publish", rel.ID), nil, nil)
-	e.off = 25 * time.Hour // the policy clock: First is eligible, Fast not yet
+	e.off.Store(int64(25 * time.Hour)) // the policy clock: First is eligible, Fast not yet
 	// Devices in First: two applied, one failed, one assigned and seen
 	// now, one assigned and never seen (offline).
 	for i, state := range []string{"applied", "applied", "failed", "assigned", "assigned"} {
