@@ -94,10 +94,14 @@ type ControlPlane struct {
 	st       cpState
 	bundles  map[string]*bundle.Bundle // sha256 → decoded, for assigned bundles
 	fetchErr map[string]string         // sha256 → why it is not on disk
-	last     checkInResult
-	revoked  bool
-	bo       backoff // check-ins
-	dlbo     backoff // bundle downloads
+	// While an answer's new bundles download: which ones, and the
+	// assignments of the previous answer they replace (see take).
+	downloading map[string]bool
+	interim     []api.Assignment
+	last        checkInResult
+	revoked     bool
+	bo          backoff // check-ins
+	dlbo        backoff // bundle downloads
 }
 
 // cpState is assignments.json: the last answer and what the server has.
@@ -182,7 +186,9 @@ func (cp *ControlPlane) Assignments(ctx context.Context) ([]Assignment, []Proble
 	defer cp.mu.Unlock()
 	var order []string
 	origins := map[string][]string{}
-	for _, as := range cp.st.Answer.Assignments {
+	all := make([]api.Assignment, 0, len(cp.st.Answer.Assignments)+len(cp.interim))
+	all = append(append(all, cp.st.Answer.Assignments...), cp.interim...)
+	for _, as := range all {
 		if _, ok := origins[as.SHA256]; !ok {
 			order = append(order, as.SHA256)
 		}
@@ -196,6 +202,9 @@ func (cp *ControlPlane) Assignments(ctx context.Context) ([]Assignment, []Proble
 		if b == nil {
 			var err error
 			if b, err = cp.loadBundle(sha, -1); err != nil {
+				if cp.downloading[sha] {
+					continue // not a problem yet: it comes in a moment
+				}
 				why := cp.fetchErr[sha]
 				if why == "" {
 					why = err.Error()
@@ -470,19 +479,41 @@ func (cp *ControlPlane) ok() {
 	cp.revoked = false
 }
 
-// take downloads the answer's bundles, keeps the answer on disk and hands it
-// to enforcement. The answer is kept even when a download failed: a bundle
-// missing from it is withdrawn whatever else happens.
+// take hands a new answer to enforcement at once, keeps it on disk, then
+// downloads the bundles it does not have yet and hands those over as they
+// come. So a pause or a rollback is never delayed by a download, while an
+// assignment being replaced by a bundle still downloading (a higher level
+// for the same module) stays until its successor is on hand: the process
+// goes from one level to the next in one step, never through unpatched.
 func (cp *ControlPlane) take(ctx context.Context, ans api.CheckInResponse, sentInv bool, invHash string) error {
-	errs := map[string]string{}
+	keep := map[string]bool{}
 	for _, as := range ans.Assignments {
-		if err := cp.fetch(ctx, as); err != nil {
-			errs[as.SHA256] = err.Error()
-			cp.log.Warn("assigned bundle not downloaded", "release", as.ReleaseName, "sha256", as.SHA256, "err", err)
-		}
+		keep[as.SHA256] = true
 	}
 	cp.mu.Lock()
-	cp.fetchErr = errs
+	var missing []api.Assignment
+	missingMods := map[string]bool{}
+	for _, as := range ans.Assignments {
+		if cp.bundles[as.SHA256] != nil || !validSHA(as.SHA256) {
+			continue
+		}
+		if b, err := cp.loadBundle(as.SHA256, as.Size); err == nil {
+			cp.bundles[as.SHA256] = b
+			continue
+		}
+		missing = append(missing, as)
+		missingMods[strings.ToLower(as.BuildID)] = true
+	}
+	cp.downloading = map[string]bool{}
+	for _, as := range missing {
+		cp.downloading[as.SHA256] = true
+	}
+	cp.interim = nil
+	for _, as := range cp.st.Answer.Assignments {
+		if !keep[as.SHA256] && missingMods[strings.ToLower(as.BuildID)] && cp.bundles[as.SHA256] != nil {
+			cp.interim = append(cp.interim, as)
+		}
+	}
 	cp.st.Answer = ans
 	cp.st.At = time.Now().UTC()
 	if sentInv {
@@ -491,15 +522,7 @@ func (cp *ControlPlane) take(ctx context.Context, ans api.CheckInResponse, sentI
 	if ans.NeedInventory && !sentInv {
 		cp.st.InventoryHash = ""
 	}
-	keep := map[string]bool{}
-	for _, as := range ans.Assignments {
-		keep[as.SHA256] = true
-	}
-	for sha := range cp.bundles {
-		if !keep[sha] {
-			delete(cp.bundles, sha)
-		}
-	}
+	cp.pruneBundles(keep)
 	st := cp.st
 	ringChanged := ans.Ring != "" && ans.Ring != cp.id.Ring
 	if ringChanged {
@@ -508,7 +531,6 @@ func (cp *ControlPlane) take(ctx context.Context, ans api.CheckInResponse, sentI
 	id := cp.id
 	cp.mu.Unlock()
 	signal(cp.changedC)
-
 	err := atomicfile.WriteJSON(filepath.Join(cp.cfg.StateDir, assignmentsFile), st, 0o600)
 	if err != nil {
 		err = fmt.Errorf("save the assignments (kept in memory; an agent restarted offline would enforce older ones): %w", err)
@@ -518,8 +540,43 @@ func (cp *ControlPlane) take(ctx context.Context, ans api.CheckInResponse, sentI
 			cp.log.Warn("save the device's new ring", "err", werr)
 		}
 	}
+
+	errs := map[string]string{}
+	for _, as := range missing {
+		if err := cp.fetch(ctx, as); err != nil {
+			errs[as.SHA256] = err.Error()
+			cp.log.Warn("assigned bundle not downloaded", "release", as.ReleaseName, "sha256", as.SHA256, "err", err)
+		}
+	}
+	cp.mu.Lock()
+	for _, as := range ans.Assignments {
+		if !validSHA(as.SHA256) {
+			errs[as.SHA256] = fmt.Sprintf("release %s: the server named bundle %q: not a lowercase hex SHA-256", as.ReleaseName, as.SHA256)
+		}
+	}
+	cp.fetchErr = errs
+	cp.downloading, cp.interim = nil, nil
+	cp.pruneBundles(keep)
+	cp.mu.Unlock()
+	if len(missing) > 0 {
+		signal(cp.changedC)
+	}
 	cp.removeStale(keep)
 	return err
+}
+
+// pruneBundles forgets decoded bundles neither assigned nor kept in the
+// interim. Called with cp.mu held.
+func (cp *ControlPlane) pruneBundles(keep map[string]bool) {
+	interim := map[string]bool{}
+	for _, as := range cp.interim {
+		interim[as.SHA256] = true
+	}
+	for sha := range cp.bundles {
+		if !keep[sha] && !interim[sha] {
+			delete(cp.bundles, sha)
+		}
+	}
 }
 
 // removeStale deletes cached bundles no longer assigned.
@@ -561,9 +618,14 @@ func (cp *ControlPlane) watchLoop(ctx context.Context) {
 			bo.reset()
 			if w.Changed && w.Generation != gen {
 				cp.log.Debug("control plane changed; checking in", "generation", w.Generation)
-				signal(cp.nowC)
 				// Wait for that check-in, so the next watch asks about
-				// the new generation rather than returning at once.
+				// the new generation rather than returning at once; a
+				// signal left by an earlier check-in does not count.
+				select {
+				case <-cp.doneC:
+				default:
+				}
+				signal(cp.nowC)
 				select {
 				case <-ctx.Done():
 					return

@@ -113,6 +113,24 @@ func TestAgentUnderControlPlane(t *testing.T) {
 		t.Error("the withdrawn bundle is still cached")
 	}
 
+	// A crash soon after a patch names the bundle, so the server can halt
+	// the release it belongs to.
+	crasher := exec.Command(p.target)
+	in, _ := crasher.StdinPipe()
+	if err := crasher.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer crasher.Process.Kill()
+	// xor %eax,%eax; movl %eax,(%rax): a write to address 0.
+	bad := f.Assign(lptest.MakeBundle(t, p.target, "bad-fix", 1, lptest.Fn{Old: "exe_crash", Code: []byte{0x31, 0xc0, 0x89, 0x00, 0xc3}}))
+	a.waitStatus(t, "the crasher patched", 10*time.Second, func(s agent.Status) bool { return procState(s, crasher.Process.Pid) == agent.StatePatched })
+	fmt.Fprintln(in, "crash")
+	crasher.Wait()
+	r := waitReports(t, f, "the crash", 10*time.Second, func(r agent.Report) bool { return r.Kind == agent.KindCrash && r.Pid == crasher.Process.Pid })
+	if len(r.Bundles) != 1 || r.Bundles[0] != bad[0] {
+		t.Errorf("crash report names bundles %v, want [%s]", r.Bundles, bad[0])
+	}
+
 	// Assigned again, then the agent restarts while the server is down: a
 	// process started meanwhile gets the patch from what is on disk.
 	f.Assign(bundleFor(t, p.target, "exe_answer", "fix-exe", 1, 2))

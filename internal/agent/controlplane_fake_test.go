@@ -39,6 +39,7 @@ type FakeControlPlane struct {
 	fail      []failure         // answers to the next check-ins, in order
 	reportErr *failure          // every report post gets this, when set
 	revoked   bool
+	gate      chan struct{} // when set, bundle downloads wait for it to close
 	gen       int64
 	genC      chan struct{} // closed and replaced when gen changes
 
@@ -207,7 +208,11 @@ func (f *FakeControlPlane) watch(w http.ResponseWriter, r *http.Request, _ []byt
 func (f *FakeControlPlane) bundle(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	data, ok := f.bundles[r.PathValue("sha")]
+	gate := f.gate
 	f.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	if !ok {
 		writeJSONTest(w, 404, api.Error{Error: "no such bundle"})
 		return

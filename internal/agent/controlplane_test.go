@@ -399,3 +399,37 @@ func TestControlPlaneSignatureCoversBody(t *testing.T) {
 		t.Fatalf("a wrong key: %v, %d bad signatures seen", err, len(f.BadSignatures()))
 	}
 }
+
+// A new answer reaches enforcement before its downloads end: a withdrawal
+// at once, while an assignment replaced by a bundle still downloading (the
+// next level for the same module) stays until its successor is on hand.
+func TestControlPlaneAnswerTakesEffectBeforeDownloads(t *testing.T) {
+	f := NewFakeControlPlane(t, "tok")
+	cp := openCP(t, f, t.TempDir(), "tok")
+	f.Assign(testBundle("fix", 1, 0xab), testBundle("other", 1, 0xcd))
+	cp.checkIn(context.Background(), newFakeDevice())
+	<-cp.changed()
+
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.gate = gate
+	f.mu.Unlock()
+	f.Assign(testBundle("fix", 2, 0xab)) // level 2 replaces level 1; "other" is withdrawn
+	done := make(chan struct{})
+	go func() { cp.checkIn(context.Background(), newFakeDevice()); close(done) }()
+	select {
+	case <-cp.changed():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the answer was not handed over while its bundle downloaded")
+	}
+	as, probs, _ := cp.Assignments(context.Background())
+	if len(as) != 1 || as[0].Bundle.ID != "fix" || as[0].Bundle.Level != 1 || len(probs) > 0 {
+		t.Fatalf("during the download: %+v, problems %v; want only fix level 1 (other withdrawn at once)", as, probs)
+	}
+	close(gate)
+	<-done
+	as, probs, _ = cp.Assignments(context.Background())
+	if len(as) != 1 || as[0].Bundle.ID != "fix" || as[0].Bundle.Level != 2 || len(probs) > 0 {
+		t.Fatalf("after the download: %+v, problems %v; want fix level 2", as, probs)
+	}
+}
