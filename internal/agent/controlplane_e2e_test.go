@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -157,5 +158,48 @@ func TestAgentUnderControlPlane(t *testing.T) {
 	}
 	if bad := f.BadSignatures(); len(bad) > 0 {
 		t.Errorf("requests with bad signatures: %v", bad)
+	}
+}
+
+// The agent takes its assignments from one place: the control plane or a
+// patch directory, from flags or the config file, and says so otherwise.
+func TestAgentModeChoice(t *testing.T) {
+	f := agent.NewFakeControlPlane(t, "tok")
+	d := t.TempDir()
+	conf := func(js string) string {
+		p := filepath.Join(t.TempDir(), "agent.json")
+		os.WriteFile(p, []byte(js), 0o644)
+		return p
+	}
+	tokFile := filepath.Join(d, "token")
+	os.WriteFile(tokFile, []byte("wrong-token\n"), 0o600)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "needs --patch-dir DIR (standalone) or --server URL"},
+		{[]string{"--server", f.Srv.URL, "--patch-dir", d}, "not both"},
+		{[]string{"--server", f.Srv.URL, "--report-url", "http://x"}, "--report-url is for --patch-dir mode"},
+		{[]string{"--patch-dir", d, "--enroll-token", "x"}, "need --server"},
+		{[]string{"--server", f.Srv.URL, "--label", "nokey"}, "give KEY=VALUE"},
+		{[]string{"--server", "ftp://x", "--enroll-token", "x"}, "want http(s)://HOST"},
+		{[]string{"--server", f.Srv.URL}, "not enrolled with " + f.Srv.URL + ": give --enroll-token"},
+		{[]string{"--server", f.Srv.URL, "--enroll-token-file", tokFile}, "enrollment refused: the enrollment token is expired or used up; create a new token with 'hotfleet token create'"},
+		{[]string{"--config", conf(`{"server": "` + f.Srv.URL + `", "enroll_token": "nope"}`)}, "enrollment refused"},
+		{[]string{"--config", conf(`{"server": "` + f.Srv.URL + `", "labels": {"a=b": "c"}}`)}, `label "a=b"`},
+		// A flag chooses the mode over the config file.
+		{[]string{"--config", conf(`{"server": "` + f.Srv.URL + `"}`), "--patch-dir", filepath.Join(d, "missing"), "--report-url", "http://x", "--socket", filepath.Join(d, "s"), "--no-notify"}, "read the patch directory"},
+	} {
+		stateDir := filepath.Join(t.TempDir(), "state")
+		args := append([]string{"agent", "--state-dir", stateDir}, tc.args...)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, hotfleetBin(t), args...).CombinedOutput()
+		cancel()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("hotfleet %s: err %v, output %q; want %q", strings.Join(args, " "), err, out, tc.want)
+		}
+		if _, err := os.Stat(filepath.Join(stateDir, "identity.json")); err == nil {
+			t.Errorf("hotfleet %s wrote an identity", strings.Join(args, " "))
+		}
 	}
 }
